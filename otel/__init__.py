@@ -1,0 +1,1 @@
+"""Generic OpenTelemetry bootstrap for Flask services."""

@@ -1,0 +1,1 @@
+"""modellens model service."""
