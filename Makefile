@@ -1,0 +1,57 @@
+# modellens task runner. `make run` serves the default model locally; `make test` installs everything the tests
+# need (Python packages and Debian's prometheus) and runs the whole suite.
+
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+MODEL_DIR ?= models/diabetes
+
+.PHONY: help install install-dev system-deps model run test test-fast lint format bench clean
+
+help:
+	@echo "make run    - train the default model if missing and serve it on 127.0.0.1:8000 (no Docker)"
+	@echo "make test   - install test dependencies (incl. Debian's prometheus) and run every test"
+	@echo "make lint   - ruff and mypy"
+
+# The virtualenv, with the runtime dependencies (and, for tests, the dev extra). Re-run when pyproject changes.
+$(BIN)/.runtime: pyproject.toml
+	@scripts/ensure-venv "$(PYTHON)"
+	[ -x $(BIN)/python ] || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e .
+	touch $@
+
+$(BIN)/.dev: $(BIN)/.runtime
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $@
+
+install: $(BIN)/.runtime
+install-dev: $(BIN)/.dev
+
+# Debian packages the tests use: prometheus + promtool (apt never starts the service), wrk for benchmarks.
+system-deps:
+	@scripts/ensure-system-deps
+
+model: install
+	$(BIN)/modellens train --if-missing --output $(MODEL_DIR)
+
+run: model
+	MODELLENS_MODEL_DIR=$(MODEL_DIR) $(BIN)/modellens serve
+
+test: install-dev system-deps
+	$(BIN)/python -m pytest
+
+test-fast: install-dev
+	$(BIN)/python -m pytest -m "not slow"
+
+lint: install-dev
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+format: install-dev
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info

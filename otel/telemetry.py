@@ -1,0 +1,130 @@
+"""The process's telemetry: one Resource, three providers, their exporters chosen by the `OTEL_*` variables."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from opentelemetry import metrics, trace
+from opentelemetry._logs import set_logger_provider
+from opentelemetry.metrics import MeterProvider, NoOpMeterProvider
+from opentelemetry.sdk._logs import LoggerProvider
+from opentelemetry.sdk.metrics.export import MetricReader, PeriodicExportingMetricReader
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.trace import NoOpTracerProvider, TracerProvider
+
+from otel.logs import configure_logging, setup_logs
+from otel.metrics import setup_metrics
+from otel.openmetrics import OpenMetricsReader
+from otel.resource import build_resource
+from otel.tracing import setup_tracing
+
+__all__ = ["Telemetry", "install", "installed"]
+
+_log = logging.getLogger(__name__)
+_installed: Telemetry | None = None
+
+
+@dataclass
+class Telemetry:
+    """Everything a service needs to emit telemetry, passed explicitly to the app (tests build their own)."""
+
+    resource: Resource
+    tracer_provider: TracerProvider
+    meter_provider: MeterProvider
+    logger_provider: LoggerProvider | None = None
+    # The pull reader behind `GET /metrics`; None when the SDK is disabled.
+    metrics_reader: OpenMetricsReader | None = None
+    exporting: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def disabled(cls) -> Telemetry:
+        """No-op providers: what `OTEL_SDK_DISABLED=true` gives (the baseline for benchmarks)."""
+        return cls(Resource.get_empty(), NoOpTracerProvider(), NoOpMeterProvider())
+
+    @classmethod
+    def from_env(
+        cls,
+        *,
+        service_name: str,
+        service_version: str,
+        environment: str = "local",
+        env: Mapping[str, str] | None = None,
+    ) -> Telemetry:
+        """Build providers as the standard variables say.
+
+        Each signal is pushed over OTLP/HTTP when `OTEL_EXPORTER_OTLP_ENDPOINT` or its per-signal variable is set
+        and its `OTEL_*_EXPORTER` is not `none`; metrics are always readable at `GET /metrics` as well. Timeouts,
+        queue sizes and intervals come from the SDK's own variables (`OTEL_EXPORTER_OTLP_TIMEOUT`, `OTEL_BSP_*`,
+        `OTEL_BLRP_*`, `OTEL_METRIC_EXPORT_INTERVAL`).
+        """
+        env = os.environ if env is None else env
+        if env.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
+            return cls.disabled()
+        protocol = env.get("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf")
+        if protocol != "http/protobuf":
+            raise ValueError(f"OTEL_EXPORTER_OTLP_PROTOCOL={protocol!r} is not supported; use http/protobuf")
+        resource = build_resource(service_name=service_name, service_version=service_version, environment=environment)
+        exporting: dict[str, str] = {}
+
+        span_exporter = None
+        if _wants_otlp(env, "TRACES"):
+            from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+            span_exporter = OTLPSpanExporter()
+            exporting["traces"] = "otlp"
+        tracer_provider = setup_tracing(resource, span_exporter)
+
+        reader = OpenMetricsReader()
+        readers: list[MetricReader] = [reader]
+        if _wants_otlp(env, "METRICS"):
+            from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
+
+            readers.append(PeriodicExportingMetricReader(OTLPMetricExporter()))
+            exporting["metrics"] = "otlp"
+        meter_provider = setup_metrics(resource, readers)
+
+        log_exporter = None
+        if _wants_otlp(env, "LOGS"):
+            from opentelemetry.exporter.otlp.proto.http._log_exporter import OTLPLogExporter
+
+            log_exporter = OTLPLogExporter()
+            exporting["logs"] = "otlp"
+        logger_provider = setup_logs(resource, log_exporter) if log_exporter is not None else None
+        return cls(resource, tracer_provider, meter_provider, logger_provider, reader, exporting)
+
+    def shutdown(self) -> None:
+        """Flush and stop every provider (spans, logs and a last metric export); safe to call twice."""
+        for provider in (self.tracer_provider, self.meter_provider, self.logger_provider):
+            shutdown = getattr(provider, "shutdown", None)
+            if shutdown is not None:
+                try:
+                    shutdown()
+                except Exception:  # a backend being down must never turn a clean exit into a crash
+                    _log.warning("telemetry shutdown failed", exc_info=True)
+
+
+def _wants_otlp(env: Mapping[str, str], signal: str) -> bool:
+    if env.get(f"OTEL_{signal}_EXPORTER", "otlp").strip().lower() == "none":
+        return False
+    return bool(env.get("OTEL_EXPORTER_OTLP_ENDPOINT") or env.get(f"OTEL_EXPORTER_OTLP_{signal}_ENDPOINT"))
+
+
+def install(telemetry: Telemetry, *, log_level: int | str = logging.INFO) -> None:
+    """Make `telemetry` the process's global providers and configure logging. Once per process, at start-up."""
+    global _installed
+    if _installed is not None:
+        raise RuntimeError("telemetry is already installed in this process")
+    trace.set_tracer_provider(telemetry.tracer_provider)
+    metrics.set_meter_provider(telemetry.meter_provider)
+    if telemetry.logger_provider is not None:
+        set_logger_provider(telemetry.logger_provider)
+    configure_logging(telemetry.logger_provider, level=log_level)
+    _installed = telemetry
+
+
+def installed() -> Telemetry | None:
+    """The telemetry `install` set for this process, if any."""
+    return _installed

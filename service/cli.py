@@ -1,0 +1,92 @@
+"""The `modellens` command: train a model, serve it."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+__all__ = ["main"]
+
+
+def _train(args: argparse.Namespace) -> int:
+    from service.card import CARD_FILE
+    from service.datasets import DatasetError, load_bundled, load_csv
+    from service.training import train
+
+    name = args.name or (Path(args.data).stem if args.data else args.dataset)
+    output = Path(args.output) if args.output else Path("models") / name
+    if args.if_missing and (output / CARD_FILE).exists():
+        print(f"model already trained at {output}; skipping (--if-missing)")
+        return 0
+    try:
+        if args.data:
+            if not args.target:
+                print("error: --data needs --target COLUMN", file=sys.stderr)
+                return 2
+            dataset = load_csv(Path(args.data), args.target, task=args.task)
+        else:
+            dataset = load_bundled(args.dataset)
+    except DatasetError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    card = train(dataset, output=output, name=name, seed=args.seed)
+    metrics = ", ".join(f"{key}={value:.4f}" for key, value in card.metrics.items())
+    print(f"trained {card.name} version {card.version} ({card.task}, {len(card.features)} features) -> {output}")
+    print(f"holdout: {metrics}; training took {card.training_duration_seconds:.3f}s")
+    return 0
+
+
+def _serve(args: argparse.Namespace) -> int:
+    overrides = {
+        "MODELLENS_HOST": args.host,
+        "MODELLENS_PORT": args.port,
+        "MODELLENS_WORKERS": args.workers,
+        "MODELLENS_THREADS": args.threads,
+        "MODELLENS_MODEL_DIR": args.model,
+    }
+    env = dict(os.environ)
+    env.update({key: str(value) for key, value in overrides.items() if value is not None})
+    argv = [sys.executable, "-m", "gunicorn", "-c", "python:service.gunicorn_conf"]
+    os.execve(sys.executable, argv, env)
+    return 0  # pragma: no cover - execve does not return
+
+
+def _parser() -> argparse.ArgumentParser:
+    from service.datasets import BUNDLED
+
+    parser = argparse.ArgumentParser(prog="modellens", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    train = commands.add_parser("train", help="fit a model and write its model directory")
+    train.add_argument("--dataset", choices=BUNDLED, default="diabetes", help="a dataset bundled with scikit-learn")
+    train.add_argument("--data", help="a CSV file of your own (needs --target)")
+    train.add_argument("--target", help="the CSV column to predict")
+    train.add_argument("--task", choices=("regression", "classification"), help="default: inferred from the target")
+    train.add_argument("--name", help="model name (default: the dataset or file name)")
+    train.add_argument("--output", help="model directory (default: models/<name>)")
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--if-missing", action="store_true", help="do nothing if the model directory has a card")
+    train.set_defaults(handler=_train)
+
+    serve = commands.add_parser("serve", help="serve a model with gunicorn (settings: MODELLENS_* variables)")
+    serve.add_argument("--host")
+    serve.add_argument("--port", type=int)
+    serve.add_argument("--workers", type=int)
+    serve.add_argument("--threads", type=int)
+    serve.add_argument("--model", help="model directory (MODELLENS_MODEL_DIR)")
+    serve.set_defaults(handler=_serve)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    handler = args.handler
+    result: int = handler(args)
+    return result
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,38 @@
+"""gunicorn configuration: `gunicorn -c python:service.gunicorn_conf` (what `modellens serve` runs).
+
+Telemetry is built in each worker after the fork (exporter threads and sockets do not survive a fork) and flushed
+when the worker exits, so a SIGTERM loses no span or log record the exporter could still send.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from otel.telemetry import Telemetry, install, installed
+from service import __version__
+from service.settings import Settings
+
+_settings = Settings.from_env()
+
+wsgi_app = "service.app:create_app()"
+bind = [f"{_settings.host}:{_settings.port}"]
+workers = _settings.workers
+threads = _settings.threads
+worker_class = "gthread"
+graceful_timeout = 30
+timeout = 60
+control_socket_disable = True  # gunicorn 27 would otherwise create a control socket under $HOME
+accesslog = None  # the app writes its own structured access log, with trace ids
+
+
+def post_fork(server: Any, worker: Any) -> None:
+    telemetry = Telemetry.from_env(
+        service_name=_settings.service_name, service_version=__version__, environment=_settings.environment
+    )
+    install(telemetry, log_level=_settings.log_level)
+
+
+def worker_exit(server: Any, worker: Any) -> None:
+    telemetry = installed()
+    if telemetry is not None:
+        telemetry.shutdown()

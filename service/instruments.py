@@ -1,0 +1,52 @@
+"""The model's own metrics, as OpenTelemetry instruments (their Prometheus names are in the README)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from opentelemetry.metrics import CallbackOptions, Meter, Observation
+
+from service.card import ModelCard
+
+__all__ = ["BATCH_BUCKETS", "ModelInstruments"]
+
+BATCH_BUCKETS: tuple[float, ...] = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000)
+
+
+class ModelInstruments:
+    """Inference duration, predictions by outcome, batch size, and a model-info gauge carrying the version."""
+
+    def __init__(self, meter: Meter, card: ModelCard) -> None:
+        self.card = card
+        self.attributes = {"model.name": card.name, "model.version": card.version}
+        self._success = {**self.attributes, "outcome": "success"}
+        self._error = {**self.attributes, "outcome": "error"}
+        self.inference_duration = meter.create_histogram(
+            "model.inference.duration", unit="s", description="Time the model takes to score one request's rows."
+        )
+        self.predictions = meter.create_counter(
+            "model.predictions", unit="{prediction}", description="Rows scored, by outcome (success, error)."
+        )
+        self.batch_size = meter.create_histogram(
+            "model.batch.size",
+            unit="{row}",
+            description="Rows per scoring request.",
+            explicit_bucket_boundaries_advisory=BATCH_BUCKETS,
+        )
+        meter.create_observable_gauge(
+            "model.info",
+            callbacks=[self._observe_info],
+            unit="",
+            description="Always 1; the labels say which model name, version and task is serving.",
+        )
+
+    def record_success(self, rows: int, seconds: float) -> None:
+        self.inference_duration.record(seconds, self.attributes)
+        self.batch_size.record(rows, self.attributes)
+        self.predictions.add(rows, self._success)
+
+    def record_error(self, rows: int) -> None:
+        self.predictions.add(rows, self._error)
+
+    def _observe_info(self, _options: CallbackOptions) -> Iterable[Observation]:
+        yield Observation(1, {**self.attributes, "model.task": self.card.task})

@@ -1,0 +1,77 @@
+"""Service settings: defaults, then `MODELLENS_*` environment variables, then explicit overrides."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+__all__ = ["Settings", "SettingsError"]
+
+_PREFIX = "MODELLENS_"
+
+
+class SettingsError(ValueError):
+    """A configuration value is invalid; the message names the variable."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every knob of the service. Each field `x` is read from `MODELLENS_X` (see the README's reference)."""
+
+    model_dir: Path = Path("models/diabetes")
+    host: str = "127.0.0.1"
+    port: int = 8000
+    workers: int = 1
+    threads: int = 4
+    environment: str = "local"  # deployment.environment.name, unless OTEL_RESOURCE_ATTRIBUTES says otherwise
+    service_name: str = "modellens"  # service.name, unless OTEL_SERVICE_NAME says otherwise
+    log_level: str = "INFO"
+    max_batch: int = 1000  # rows per /predict request
+    max_body_bytes: int = 2 * 1024 * 1024
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+        """Defaults, overridden by `MODELLENS_*` variables in `env` (os.environ), overridden by `overrides`."""
+        env = os.environ if env is None else env
+        values: dict[str, Any] = {}
+        for spec in dataclasses.fields(cls):
+            raw = env.get(_PREFIX + spec.name.upper())
+            if raw is not None and raw.strip() != "":
+                values[spec.name] = _parse(spec.name, spec.type, raw.strip())
+        values.update(overrides)
+        settings = cls(**values)
+        settings.validate()
+        return settings
+
+    def validate(self) -> None:
+        for name in ("port", "workers", "threads", "max_batch", "max_body_bytes"):
+            if getattr(self, name) < 1:
+                raise SettingsError(f"{_PREFIX}{name.upper()} must be at least 1, got {getattr(self, name)}")
+        if self.port > 65535:
+            raise SettingsError(f"{_PREFIX}PORT must be at most 65535, got {self.port}")
+
+    def replace(self, **changes: Any) -> Settings:
+        return dataclasses.replace(self, **changes)
+
+
+def _parse(name: str, kind: object, raw: str) -> Any:
+    variable = _PREFIX + name.upper()
+    if kind in (int, "int"):
+        try:
+            return int(raw)
+        except ValueError:
+            raise SettingsError(f"{variable} must be an integer, got {raw!r}") from None
+    if kind in (Path, "Path"):
+        return Path(raw)
+    if kind in (bool, "bool"):
+        lowered = raw.lower()
+        if lowered in ("1", "true", "yes", "on"):
+            return True
+        if lowered in ("0", "false", "no", "off"):
+            return False
+        raise SettingsError(f"{variable} must be true or false, got {raw!r}")
+    return raw

@@ -1,0 +1,144 @@
+"""Turn a request body into a feature matrix, or into a problem document naming every bad field."""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+import numpy as np
+
+from service.card import ModelCard
+from service.problems import FieldError, Problem
+
+__all__ = ["parse_body", "parse_instances"]
+
+_MAX_KEY_IN_POINTER = 64
+
+
+def parse_body(body: bytes) -> Any:
+    """Decode a JSON body; malformed, non-UTF-8 or absurdly nested input is a 400 problem."""
+    try:
+        return json.loads(body)
+    except json.JSONDecodeError as error:
+        detail = f"The body is not valid JSON: {error.msg} at line {error.lineno} column {error.colno}."
+    except UnicodeDecodeError:
+        detail = "The body is not valid UTF-8."
+    except RecursionError:
+        detail = "The body is nested too deeply."
+    raise Problem(status=400, title="Malformed JSON", detail=detail, slug="malformed-json")
+
+
+def parse_instances(payload: Any, card: ModelCard, max_batch: int, key: str = "instances") -> np.ndarray:
+    """Validate `{"instances": [{feature: value}, ...]}` against the card and return rows in card order.
+
+    Numeric features take JSON numbers (not booleans), categorical ones strings; `null` is a missing value that the
+    model imputes. Missing keys, unknown keys, wrong types and non-finite numbers are 422 problems, every one named
+    by a JSON Pointer. More rows than `max_batch` is a 413.
+    """
+    if not isinstance(payload, dict):
+        raise _invalid([FieldError("", f"expected a JSON object with an {key!r} array, got {_json_type(payload)}")])
+    instances = payload.get(key)
+    unknown_top = [name for name in payload if name != key]
+    errors = [FieldError(_pointer(name), "unknown member") for name in unknown_top]
+    if not isinstance(instances, list):
+        got = "nothing" if key not in payload else _json_type(instances)
+        errors.insert(0, FieldError(f"/{key}", f"expected an array of objects, got {got}"))
+        raise _invalid(errors)
+    if not instances:
+        raise _invalid([FieldError(f"/{key}", "expected at least one instance"), *errors])
+    if len(instances) > max_batch:
+        raise Problem(
+            status=413,
+            title="Batch too large",
+            detail=f"{len(instances)} instances exceed the limit of {max_batch} per request.",
+            slug="batch-too-large",
+            errors=[FieldError(f"/{key}", f"at most {max_batch} instances, got {len(instances)}")],
+        )
+    features = card.features
+    names = set(card.feature_names)
+    numeric = [spec.type == "numeric" for spec in features]
+    rows: list[list[Any]] = []
+    for index, row in enumerate(instances):
+        if type(row) is not dict:
+            errors.append(FieldError(f"/{key}/{index}", f"expected an object, got {_json_type(row)}"))
+            continue
+        if len(row) != len(features) or not names.issuperset(row):
+            errors.extend(_key_errors(row, card, f"/{key}/{index}"))
+            if len(errors) > 1000:
+                break
+            continue
+        values: list[Any] = []
+        for spec, is_numeric in zip(features, numeric, strict=True):
+            value = row[spec.name]
+            reason = _check(value, is_numeric)
+            if reason is not None:
+                errors.append(FieldError(f"/{key}/{index}/{_escape(spec.name)}", reason))
+            elif value is None:
+                values.append(math.nan if is_numeric else None)
+            else:
+                values.append(float(value) if is_numeric else value)
+        rows.append(values)
+    if errors:
+        raise _invalid(errors)
+    if all(numeric):
+        return np.array(rows, dtype=np.float64)
+    return np.array(rows, dtype=object)
+
+
+def _check(value: Any, is_numeric: bool) -> str | None:
+    if value is None:
+        return None
+    kind = type(value)
+    if is_numeric:
+        if kind is float:
+            return None if math.isfinite(value) else "must be a finite number"
+        if kind is int:
+            return None if abs(value) < 1e308 else "number out of range"
+        return f"expected a number, got {_json_type(value)}"
+    if kind is str:
+        return None
+    return f"expected a string, got {_json_type(value)}"
+
+
+def _key_errors(row: dict[str, Any], card: ModelCard, pointer: str) -> list[FieldError]:
+    errors = [FieldError(f"{pointer}/{_escape(name)}", "missing feature") for name in card.feature_names if name not in row]
+    known = set(card.feature_names)
+    errors += [FieldError(f"{pointer}/{_escape(name)}", "unknown feature") for name in row if name not in known]
+    return errors
+
+
+def _invalid(errors: list[FieldError]) -> Problem:
+    count = len(errors)
+    return Problem(
+        status=422,
+        title="Invalid instances",
+        detail=f"{count} invalid value{'s' if count != 1 else ''} in the request body; see errors.",
+        slug="invalid-instances",
+        errors=errors,
+    )
+
+
+def _pointer(name: str) -> str:
+    return "/" + _escape(name)
+
+
+def _escape(name: str) -> str:
+    """A JSON Pointer segment (RFC 6901), truncated so a megabyte-long key is not echoed back."""
+    if len(name) > _MAX_KEY_IN_POINTER:
+        name = name[:_MAX_KEY_IN_POINTER] + "…"
+    return name.replace("~", "~0").replace("/", "~1")
+
+
+def _json_type(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int | float):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, list):
+        return "array"
+    return "object"
