@@ -13,6 +13,7 @@ from opentelemetry.trace import Tracer
 
 from service.instruments import ModelInstruments
 from service.model import Model
+from service.monitoring import ModelMonitor
 from service.problems import Problem
 from service.settings import Settings
 from service.validation import parse_body, parse_instances
@@ -32,6 +33,7 @@ class ServiceState:
     tracer: Tracer
     instruments: ModelInstruments
     metrics_renderer: Any | None  # otel.openmetrics.OpenMetricsReader, or None when telemetry is disabled
+    monitor: ModelMonitor | None = None  # None with MODELLENS_MONITORING=off
 
 
 def _state() -> ServiceState:
@@ -59,21 +61,29 @@ def predict() -> Response:
     with tracer.start_as_current_span("validate", attributes=span_attributes) as span:
         _require_json()
         payload = parse_body(request.get_data(cache=False))
-        rows = parse_instances(payload, card, state.settings.max_batch)
+        try:
+            rows = parse_instances(payload, card, state.settings.max_batch)
+        except Problem as problem:
+            if state.monitor is not None:
+                instances = payload.get("instances") if isinstance(payload, dict) else None
+                state.monitor.record_rejection(problem.errors, len(instances) if isinstance(instances, list) else 0)
+            raise
         span.set_attribute("model.batch.size", len(rows))
     structlog.contextvars.bind_contextvars(rows=len(rows))
     with tracer.start_as_current_span("inference", attributes=span_attributes) as span:
         span.set_attribute("model.batch.size", len(rows))
         started = time.perf_counter()
         try:
-            predictions = model.predict(rows)
+            raw = model.predict_array(rows)
         except Exception:
             state.instruments.record_error(len(rows))
             raise
         state.instruments.record_success(len(rows), time.perf_counter() - started)
+    if state.monitor is not None:
+        state.monitor.observe(rows, raw)
     prediction_ids = _new_ids(len(rows))
     return jsonify(
-        predictions=predictions,
+        predictions=model.to_python(raw),
         prediction_ids=prediction_ids,
         model={"name": card.name, "version": card.version},
     )
@@ -101,6 +111,14 @@ def readyz() -> Response:
 @blueprint.get("/model")
 def model_card() -> Response:
     return jsonify(_state().model.card.to_dict())
+
+
+@blueprint.get("/monitoring")
+def monitoring() -> Response:
+    monitor = _state().monitor
+    if monitor is None:
+        raise Problem(status=404, title="Monitoring is off", detail="Set MODELLENS_MONITORING=on to enable it.")
+    return jsonify(monitor.snapshot())
 
 
 @blueprint.get("/metrics")

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import structlog
 from flask import Flask
+from opentelemetry.metrics import Meter
 
 from otel.flask import FlaskTelemetry
 from otel.telemetry import Telemetry, installed
 from service import api
 from service.instruments import ModelInstruments
-from service.model import Model, load_model
+from service.model import Model, ModelLoadError, load_model
+from service.monitoring import ModelMonitor
 from service.problems import register_error_handlers
+from service.profile import PROFILE_FILE, ReferenceProfile
 from service.settings import Settings
 
 __all__ = ["create_app"]
@@ -38,12 +41,37 @@ def create_app(
     app.register_blueprint(api.blueprint)
 
     card = model.card
+    meter = telemetry.meter_provider.get_meter("modellens")
     app.extensions["modellens"] = api.ServiceState(
         settings=settings,
         model=model,
-        tracer=telemetry.tracer_provider.get_tracer("service"),
-        instruments=ModelInstruments(telemetry.meter_provider.get_meter("service"), card),
+        tracer=telemetry.tracer_provider.get_tracer("modellens"),
+        instruments=ModelInstruments(meter, card),
         metrics_renderer=telemetry.metrics_reader,
+        monitor=_monitor(settings, model, meter),
     )
-    _log.info("model loaded", model_name=card.name, model_version=card.version, task=card.task, features=len(card.features))
+    _log.info(
+        "model loaded",
+        model_name=card.name,
+        model_version=card.version,
+        task=card.task,
+        features=len(card.features),
+    )
     return app
+
+
+def _monitor(settings: Settings, model: Model, meter: Meter) -> ModelMonitor | None:
+    if not settings.monitoring:
+        return None
+    if not (settings.model_dir / PROFILE_FILE).exists():
+        raise ModelLoadError(
+            f"{settings.model_dir / PROFILE_FILE} is missing: run `modellens profile --model "
+            f"{settings.model_dir} --data TRAINING.csv`, or set MODELLENS_MONITORING=off"
+        )
+    profile = ReferenceProfile.load(settings.model_dir)
+    if profile.model_version != model.card.version:
+        raise ModelLoadError(
+            f"{settings.model_dir / PROFILE_FILE} belongs to model version {profile.model_version}, "
+            f"not {model.card.version}; run `modellens profile` to rebuild it"
+        )
+    return ModelMonitor(meter, model.card, profile, slices=settings.slice_features, window=settings.drift_window)

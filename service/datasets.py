@@ -60,9 +60,7 @@ class Dataset:
         if self.task == "regression" and self.class_names:
             raise DatasetError(f"{self.name}: a regression dataset has no class names")
         if self.task == "classification" and len(self.class_names) < 2:
-            raise DatasetError(
-                f"{self.name}: classification needs at least two classes, got {self.class_names}"
-            )
+            raise DatasetError(f"{self.name}: classification needs at least two classes, got {self.class_names}")
 
 
 def load_bundled(name: str) -> Dataset:

@@ -22,7 +22,9 @@ class ModelInstruments:
         self._success = {**self.attributes, "outcome": "success"}
         self._error = {**self.attributes, "outcome": "error"}
         self.inference_duration = meter.create_histogram(
-            "model.inference.duration", unit="s", description="Time the model takes to score one request's rows."
+            "model.inference.duration",
+            unit="s",
+            description="Time the model takes to score one request's rows.",
         )
         self.predictions = meter.create_counter(
             "model.predictions", unit="{prediction}", description="Rows scored, by outcome (success, error)."

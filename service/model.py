@@ -40,7 +40,10 @@ class Model:
 
     def predict(self, rows: np.ndarray) -> list[float] | list[str]:
         """Predictions as Python values: floats for regression, class labels (str) for classification."""
-        raw = self.predict_array(rows)
+        return self.to_python(self.predict_array(rows))
+
+    def to_python(self, raw: np.ndarray) -> list[float] | list[str]:
+        """`predict_array`'s output as JSON-ready values."""
         if self.card.task == "regression":
             floats: list[float] = raw.astype(np.float64, copy=False).tolist()
             return floats
@@ -92,9 +95,7 @@ def _untrusted_types(model_bytes: bytes, model_path: Path) -> list[str]:
 
 def _check_estimator(estimator: Any, card: ModelCard, model_path: Path) -> None:
     if not isinstance(estimator, BaseEstimator) or not callable(getattr(estimator, "predict", None)):
-        raise ModelLoadError(
-            f"{model_path}: holds a {type(estimator).__name__}, not an estimator with predict"
-        )
+        raise ModelLoadError(f"{model_path}: holds a {type(estimator).__name__}, not an estimator with predict")
     n_features = getattr(estimator, "n_features_in_", None)
     if n_features != len(card.features):
         raise ModelLoadError(

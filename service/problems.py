@@ -21,10 +21,15 @@ _log = structlog.get_logger("service.problems")
 
 @dataclass(frozen=True)
 class FieldError:
-    """One offending value: a JSON Pointer into the request body and the reason in words."""
+    """One offending value: a JSON Pointer into the request body and the reason in words.
+
+    `feature` and `code` are for counting (a known feature name, a fixed reason code); they are not sent.
+    """
 
     pointer: str
     reason: str
+    feature: str | None = None
+    code: str | None = None
 
     def to_dict(self) -> dict[str, str]:
         return {"pointer": self.pointer, "reason": self.reason}
@@ -96,5 +101,7 @@ def _on_unexpected(error: Exception) -> Response:
     span.set_status(Status(StatusCode.ERROR, type(error).__name__))
     _log.error("unhandled error", exc_info=error)
     return Problem(
-        status=500, title="Internal Server Error", detail="The service failed to handle the request; see its trace."
+        status=500,
+        title="Internal Server Error",
+        detail="The service failed to handle the request; see its trace.",
     ).response()

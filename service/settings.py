@@ -32,6 +32,9 @@ class Settings:
     log_level: str = "INFO"
     max_batch: int = 1000  # rows per /predict request
     max_body_bytes: int = 2 * 1024 * 1024
+    monitoring: bool = True  # MODELLENS_MONITORING=off turns drift, quality and slice monitoring off
+    drift_window: str = "10m"  # in-process drift window: 10m, 600s, 1h or 5000rows
+    slices: str = ""  # comma-separated slice features (low-cardinality features, e.g. "sex")
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -54,6 +57,10 @@ class Settings:
         if self.port > 65535:
             raise SettingsError(f"{_PREFIX}PORT must be at most 65535, got {self.port}")
 
+    @property
+    def slice_features(self) -> tuple[str, ...]:
+        return tuple(name.strip() for name in self.slices.split(",") if name.strip())
+
     def replace(self, **changes: Any) -> Settings:
         return dataclasses.replace(self, **changes)
 
@@ -65,7 +72,7 @@ def _parse(name: str, kind: object, raw: str) -> Any:
             return int(raw)
         except ValueError:
             raise SettingsError(f"{variable} must be an integer, got {raw!r}") from None
-    if kind in (Path, "Path"):
+    if kind in (Path, "Path", "Path | None"):
         return Path(raw)
     if kind in (bool, "bool"):
         lowered = raw.lower()

@@ -34,6 +34,7 @@ from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
 from service.card import MODEL_FILE, FeatureSpec, ModelCard, Task, content_version
 from service.datasets import Dataset, DatasetError, load_bundled
+from service.profile import build_profile
 
 __all__ = [
     "MISSING_CATEGORY",
@@ -50,9 +51,7 @@ __all__ = [
 MISSING_CATEGORY = "__missing__"
 
 
-def train(
-    dataset: Dataset, *, output: Path, name: str | None = None, seed: int = 0, holdout: float = 0.2
-) -> ModelCard:
+def train(dataset: Dataset, *, output: Path, name: str | None = None, seed: int = 0, holdout: float = 0.2) -> ModelCard:
     """Fit on a train split, score on the holdout, write model.skops and model-card.json to `output`."""
     train_set, holdout_set = split_dataset(dataset, seed=seed, holdout=holdout)
     features = describe_features(train_set.frame)
@@ -90,6 +89,8 @@ def train(
     tmp.write_bytes(model_bytes)
     os.replace(tmp, output / MODEL_FILE)
     card.save(output)
+    rows = to_matrix(train_set.frame, features)
+    build_profile(card, rows, pipeline.predict(rows)).save(output)
     return card
 
 
@@ -109,9 +110,7 @@ def split_dataset(dataset: Dataset, *, seed: int = 0, holdout: float = 0.2) -> t
         counts = dataset.target.value_counts()
         if counts.min() < 2:
             rare = sorted(str(label) for label in counts.index[counts < 2])
-            raise DatasetError(
-                f"{dataset.name}: classes {rare} have a single row; a stratified split needs two"
-            )
+            raise DatasetError(f"{dataset.name}: classes {rare} have a single row; a stratified split needs two")
         stratify = dataset.target
     try:
         train_frame, holdout_frame, train_target, holdout_target = train_test_split(
@@ -157,9 +156,7 @@ def to_matrix(frame: pd.DataFrame, features: ModelCard | Sequence[FeatureSpec]) 
         if spec.type == "numeric":
             matrix[:, j] = column.to_numpy(dtype=np.float64)
         else:
-            matrix[:, j] = [
-                np.nan if pd.isna(value) else str(value) for value in column.to_numpy(dtype=object)
-            ]
+            matrix[:, j] = [np.nan if pd.isna(value) else str(value) for value in column.to_numpy(dtype=object)]
     return matrix
 
 
@@ -198,9 +195,7 @@ def fit_pipeline(dataset: Dataset, features: Sequence[FeatureSpec]) -> Pipeline:
     return pipeline
 
 
-def _holdout_metrics(
-    pipeline: Pipeline, holdout: Dataset, features: Sequence[FeatureSpec]
-) -> dict[str, float]:
+def _holdout_metrics(pipeline: Pipeline, holdout: Dataset, features: Sequence[FeatureSpec]) -> dict[str, float]:
     rows = to_matrix(holdout.frame, features)
     truth = holdout.target.to_numpy()
     predicted = pipeline.predict(rows)

@@ -71,9 +71,10 @@ def parse_instances(payload: Any, card: ModelCard, max_batch: int, key: str = "i
         values: list[Any] = []
         for spec, is_numeric in zip(features, numeric, strict=True):
             value = row[spec.name]
-            reason = _check(value, is_numeric)
-            if reason is not None:
-                errors.append(FieldError(f"/{key}/{index}/{_escape(spec.name)}", reason))
+            problem = _check(value, is_numeric)
+            if problem is not None:
+                code, reason = problem
+                errors.append(FieldError(f"/{key}/{index}/{_escape(spec.name)}", reason, spec.name, code))
             elif value is None:
                 values.append(math.nan if is_numeric else None)
             else:
@@ -86,23 +87,28 @@ def parse_instances(payload: Any, card: ModelCard, max_batch: int, key: str = "i
     return np.array(rows, dtype=object)
 
 
-def _check(value: Any, is_numeric: bool) -> str | None:
+def _check(value: Any, is_numeric: bool) -> tuple[str, str] | None:
+    """None if `value` fits, else (quality reason code, reason in words)."""
     if value is None:
         return None
     kind = type(value)
     if is_numeric:
         if kind is float:
-            return None if math.isfinite(value) else "must be a finite number"
+            return None if math.isfinite(value) else ("non_finite", "must be a finite number")
         if kind is int:
-            return None if abs(value) < 1e308 else "number out of range"
-        return f"expected a number, got {_json_type(value)}"
+            return None if abs(value) < 1e308 else ("non_finite", "number out of range")
+        return "wrong_type", f"expected a number, got {_json_type(value)}"
     if kind is str:
         return None
-    return f"expected a string, got {_json_type(value)}"
+    return "wrong_type", f"expected a string, got {_json_type(value)}"
 
 
 def _key_errors(row: dict[str, Any], card: ModelCard, pointer: str) -> list[FieldError]:
-    errors = [FieldError(f"{pointer}/{_escape(name)}", "missing feature") for name in card.feature_names if name not in row]
+    errors = [
+        FieldError(f"{pointer}/{_escape(name)}", "missing feature", name, "missing")
+        for name in card.feature_names
+        if name not in row
+    ]
     known = set(card.feature_names)
     errors += [FieldError(f"{pointer}/{_escape(name)}", "unknown feature") for name in row if name not in known]
     return errors

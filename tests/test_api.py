@@ -50,7 +50,9 @@ class TestPredict:
         assert all(len(pid) == 32 for pid in body["prediction_ids"])
         assert body["model"] == {"name": card.name, "version": card.version}
 
-    def test_response_carries_the_trace_id(self, client: FlaskClient, card: ModelCard, telemetry: InMemoryTelemetry) -> None:
+    def test_response_carries_the_trace_id(
+        self, client: FlaskClient, card: ModelCard, telemetry: InMemoryTelemetry
+    ) -> None:
         response = client.post("/predict", json={"instances": [_row(card)]})
         trace_id = response.headers["X-Trace-Id"]
         version, header_trace, span_id, flags = response.headers["traceparent"].split("-")
@@ -66,7 +68,9 @@ class TestPredict:
         response = client.post("/predict", json={"instances": [_row(card)]}, headers={"traceparent": parent})
         assert response.headers["X-Trace-Id"] == "0af7651916cd43dd8448eb211c80319c"
 
-    def test_stage_spans_with_model_attributes(self, client: FlaskClient, card: ModelCard, telemetry: InMemoryTelemetry) -> None:
+    def test_stage_spans_with_model_attributes(
+        self, client: FlaskClient, card: ModelCard, telemetry: InMemoryTelemetry
+    ) -> None:
         client.post("/predict", json={"instances": [_row(card)] * 3})
         spans = {span.name: span for span in telemetry.spans.get_finished_spans()}
         assert set(spans) == {"POST /predict", "validate", "inference"}
@@ -114,10 +118,16 @@ BAD_INPUTS = [
 class TestBadInput:
     """Bad input gets an RFC 9457 problem document naming each offending field; never a 500."""
 
-    @pytest.mark.parametrize(("kwargs", "status", "pointers", "words"), [case[1:] for case in BAD_INPUTS], ids=[c[0] for c in BAD_INPUTS])
-    def test_rejected_with_problem(self, client: FlaskClient, kwargs: dict[str, Any], status: int, pointers: list[str], words: str) -> None:
+    @pytest.mark.parametrize(
+        ("kwargs", "status", "pointers", "words"), [case[1:] for case in BAD_INPUTS], ids=[c[0] for c in BAD_INPUTS]
+    )
+    def test_rejected_with_problem(
+        self, client: FlaskClient, kwargs: dict[str, Any], status: int, pointers: list[str], words: str
+    ) -> None:
         response = client.post("/predict", **kwargs)
-        self._assert_problem(response.status_code, response.content_type, response.get_data(as_text=True), status, pointers, words)
+        self._assert_problem(
+            response.status_code, response.content_type, response.get_data(as_text=True), status, pointers, words
+        )
 
     def test_feature_errors_are_each_named(self, client: FlaskClient, card: ModelCard) -> None:
         good = _row(card)
@@ -139,8 +149,15 @@ class TestBadInput:
             response.content_type,
             response.get_data(as_text=True),
             422,
-            ["/instances/1/age", "/instances/2/colour", "/instances/3/bmi", "/instances/4/bp", "/instances/5/s1",
-             "/instances/6/s2", "/instances/7/s3"],
+            [
+                "/instances/1/age",
+                "/instances/2/colour",
+                "/instances/3/bmi",
+                "/instances/4/bp",
+                "/instances/5/s1",
+                "/instances/6/s2",
+                "/instances/7/s3",
+            ],
             "invalid",
         )
         reasons = {error["pointer"]: error["reason"] for error in problem["errors"]}
@@ -154,11 +171,15 @@ class TestBadInput:
 
     def test_batch_over_limit(self, client: FlaskClient, card: ModelCard, settings: Settings) -> None:
         response = client.post("/predict", json={"instances": [_row(card)] * (settings.max_batch + 1)})
-        self._assert_problem(response.status_code, response.content_type, response.get_data(as_text=True), 413, ["/instances"], "exceed")
+        self._assert_problem(
+            response.status_code, response.content_type, response.get_data(as_text=True), 413, ["/instances"], "exceed"
+        )
 
     def test_body_over_limit(self, client: FlaskClient, settings: Settings) -> None:
         response = client.post("/predict", data=b"x" * (settings.max_body_bytes + 1), content_type="application/json")
-        self._assert_problem(response.status_code, response.content_type, response.get_data(as_text=True), 413, [], "larger than")
+        self._assert_problem(
+            response.status_code, response.content_type, response.get_data(as_text=True), 413, [], "larger than"
+        )
 
     def test_long_unknown_key_is_not_echoed_whole(self, client: FlaskClient, card: ModelCard) -> None:
         response = client.post("/predict", json={"instances": [{**_row(card), "k" * 10_000: 1}]})
@@ -173,12 +194,17 @@ class TestBadInput:
         assert "POST" in response.headers["Allow"]
 
     def test_model_failure_is_a_500_problem_without_traceback(
-        self, client: FlaskClient, card: ModelCard, app: Any, telemetry: InMemoryTelemetry, monkeypatch: pytest.MonkeyPatch
+        self,
+        client: FlaskClient,
+        card: ModelCard,
+        app: Any,
+        telemetry: InMemoryTelemetry,
+        monkeypatch: pytest.MonkeyPatch,
     ) -> None:
         def explode(rows: Any) -> Any:
             raise RuntimeError("secret internals")
 
-        monkeypatch.setattr(app.extensions["modellens"].model, "predict", explode)
+        monkeypatch.setattr(app.extensions["modellens"].model, "predict_array", explode)
         response = client.post("/predict", json={"instances": [_row(card)]})
         text = response.get_data(as_text=True)
         self._assert_problem(response.status_code, response.content_type, text, 500, [], "trace")
@@ -189,7 +215,9 @@ class TestBadInput:
         assert any(event.name == "exception" for event in inference.events)
 
     @staticmethod
-    def _assert_problem(status: int, content_type: str | None, text: str, want_status: int, pointers: list[str], words: str) -> dict[str, Any]:
+    def _assert_problem(
+        status: int, content_type: str | None, text: str, want_status: int, pointers: list[str], words: str
+    ) -> dict[str, Any]:
         assert status == want_status, text
         assert content_type == "application/problem+json"
         problem = json.loads(text)
@@ -230,14 +258,18 @@ class TestOperationalEndpoints:
         duration = families["http_server_request_duration_seconds"]
         exemplars = [s.exemplar for s in duration.samples if s.name.endswith("_bucket") and s.exemplar is not None]
         assert exemplars and exemplars[0].labels["trace_id"] == trace_id
-        predict_samples = [s for s in duration.samples if s.labels.get("http_route") == "/predict" and s.name.endswith("_count")]
+        predict_samples = [
+            s for s in duration.samples if s.labels.get("http_route") == "/predict" and s.name.endswith("_count")
+        ]
         assert predict_samples[0].value == 1
         inference = families["model_inference_duration_seconds"]
         assert any(s.exemplar and s.exemplar.labels["trace_id"] == trace_id for s in inference.samples)
         predictions = families["model_predictions"]
-        assert [(s.labels["model_version"], s.labels["outcome"], s.value) for s in predictions.samples if s.name.endswith("_total")] == [
-            (card.version, "success", 1.0)
-        ]
+        assert [
+            (s.labels["model_version"], s.labels["outcome"], s.value)
+            for s in predictions.samples
+            if s.name.endswith("_total")
+        ] == [(card.version, "success", 1.0)]
         info = families["model_info"].samples[0]
         assert info.labels["model_version"] == card.version and info.value == 1
 
@@ -253,7 +285,9 @@ class TestOperationalEndpoints:
 class TestLogs:
     """Every log line inside a request carries its trace id, on stdout and in OTel logs; one access line each."""
 
-    def test_request_logs_carry_trace_id(self, client: FlaskClient, card: ModelCard, telemetry: InMemoryTelemetry) -> None:
+    def test_request_logs_carry_trace_id(
+        self, client: FlaskClient, card: ModelCard, telemetry: InMemoryTelemetry
+    ) -> None:
         trace_id = client.post("/predict", json={"instances": [_row(card)] * 2}).headers["X-Trace-Id"]
         lines = [json.loads(line) for line in telemetry.console_lines()]
         access = [line for line in lines if line["event"] == "request"]

@@ -417,13 +417,9 @@ class TestLifecycle:
 class TestExemplars:
     """Histogram buckets and counter totals carry the trace and span of a sampled span (OpenMetrics only)."""
 
-    def test_histogram_in_sampled_span_has_exemplar_on_its_bucket(
-        self, make_meter: MakeMeter, tracer: Tracer
-    ) -> None:
+    def test_histogram_in_sampled_span_has_exemplar_on_its_bucket(self, make_meter: MakeMeter, tracer: Tracer) -> None:
         meter, reader, _ = make_meter()
-        histogram = meter.create_histogram(
-            "inference.duration", unit="s", explicit_bucket_boundaries_advisory=BOUNDS
-        )
+        histogram = meter.create_histogram("inference.duration", unit="s", explicit_bucket_boundaries_advisory=BOUNDS)
         with tracer.start_as_current_span("predict") as span:
             histogram.record(0.3, {"model.name": "iris"})
         context = span.get_span_context()
@@ -521,9 +517,7 @@ class TestExemplars:
         assert bucket(second, "latency", "0.5").exemplar is None
         assert bucket(second, "latency", "0.5").value == 1
 
-    def test_filtered_attributes_join_the_exemplar_unless_too_long(
-        self, make_meter: MakeMeter, tracer: Tracer
-    ) -> None:
+    def test_filtered_attributes_join_the_exemplar_unless_too_long(self, make_meter: MakeMeter, tracer: Tracer) -> None:
         view = View(instrument_name="latency", attribute_keys={"http.route"})
         meter, reader, _ = make_meter(views=[view])
         histogram = meter.create_histogram("latency", explicit_bucket_boundaries_advisory=BOUNDS)
@@ -586,7 +580,6 @@ class TestEscaping:
         assert scrape_text(reader)["hits"].documentation == description
 
 
-@pytest.mark.skipif(not Path(PROMTOOL).exists(), reason="promtool is not installed")
 class TestPromtool:
     """`promtool check metrics` accepts a realistic document."""
 
@@ -605,12 +598,8 @@ class TestPromtool:
             description="Duration of HTTP server requests.",
             explicit_bucket_boundaries_advisory=[0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
         )
-        predictions = meter.create_counter(
-            "model.predictions", unit="{prediction}", description="Predictions."
-        )
-        memory = meter.create_up_down_counter(
-            "process.memory.usage", unit="By", description="Resident memory."
-        )
+        predictions = meter.create_counter("model.predictions", unit="{prediction}", description="Predictions.")
+        memory = meter.create_up_down_counter("process.memory.usage", unit="By", description="Resident memory.")
         reference = meter.create_gauge("model.feature.reference", unit="1", description="Reference share.")
 
         def cpu(options: CallbackOptions) -> list[Observation]:
@@ -648,9 +637,7 @@ class TestConcurrency:
     def test_concurrent_render_while_recording(self, make_meter: MakeMeter, tracer: Tracer) -> None:
         meter, reader, _ = make_meter()
         counter = meter.create_counter("work.items")
-        histogram = meter.create_histogram(
-            "work.duration", unit="s", explicit_bucket_boundaries_advisory=BOUNDS
-        )
+        histogram = meter.create_histogram("work.duration", unit="s", explicit_bucket_boundaries_advisory=BOUNDS)
         recorders, renderers, rounds = 4, 6, 200
         start = threading.Barrier(recorders + renderers)
 
@@ -752,7 +739,6 @@ def _free_port() -> int:
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not Path(PROMETHEUS).exists(), reason="prometheus is not installed")
 class TestPrometheusScrape:
     """A real Prometheus scraping with exemplar storage keeps our trace ids on the right series."""
 
@@ -762,9 +748,7 @@ class TestPrometheusScrape:
         self, metrics_server: tuple[Meter, str], tracer: Tracer, tmp_path: Path
     ) -> None:
         meter, target = metrics_server
-        histogram = meter.create_histogram(
-            "inference.duration", unit="s", explicit_bucket_boundaries_advisory=BOUNDS
-        )
+        histogram = meter.create_histogram("inference.duration", unit="s", explicit_bucket_boundaries_advisory=BOUNDS)
         config = tmp_path / "prometheus.yml"
         config.write_text(
             "global: {scrape_interval: 1s, scrape_timeout: 1s}\n"

@@ -16,6 +16,7 @@ from sklearn.pipeline import Pipeline
 
 from service.card import CARD_FILE, MODEL_FILE, FeatureSpec, ModelCard
 from service.datasets import Dataset, DatasetError, load_bundled, load_csv
+from service.profile import PROFILE_FILE
 from service.training import (
     MISSING_CATEGORY,
     build_pipeline,
@@ -72,7 +73,7 @@ class TestTrainRegression:
 
     def test_writes_model_and_card(self, trained: tuple[ModelCard, Path]) -> None:
         card, output = trained
-        assert sorted(path.name for path in output.iterdir()) == [CARD_FILE, MODEL_FILE]
+        assert sorted(path.name for path in output.iterdir()) == sorted([CARD_FILE, MODEL_FILE, PROFILE_FILE])
         assert ModelCard.load(output) == card
 
     def test_card_describes_the_run(self, trained: tuple[ModelCard, Path]) -> None:

@@ -1,0 +1,560 @@
+"""The prediction log: every acknowledged prediction in SQLite, so ground truth that arrives later still joins."""
+
+from __future__ import annotations
+
+import atexit
+import json
+import math
+import sqlite3
+import threading
+import time
+from collections import deque
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import structlog
+
+__all__ = [
+    "FeedbackItem",
+    "FeedbackResult",
+    "JoinedLabel",
+    "LogStats",
+    "PredictionLog",
+    "PredictionRecord",
+    "StoredPrediction",
+]
+
+_log = structlog.get_logger("service.predictions")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS predictions (
+    prediction_id TEXT PRIMARY KEY,
+    trace_id TEXT,
+    created_at REAL NOT NULL,
+    model_name TEXT NOT NULL,
+    model_version TEXT NOT NULL,
+    inputs TEXT NOT NULL,
+    prediction TEXT NOT NULL,
+    shadow_prediction TEXT,
+    slices TEXT
+);
+CREATE INDEX IF NOT EXISTS predictions_created_at ON predictions (created_at);
+CREATE TABLE IF NOT EXISTS feedback (
+    prediction_id TEXT PRIMARY KEY,
+    actual TEXT NOT NULL,
+    received_at REAL NOT NULL
+);
+"""
+_INSERT = "INSERT OR IGNORE INTO predictions VALUES (?, ?, ?, ?, ?, ?, ?, NULL, ?)"
+_SHADOW = "UPDATE predictions SET shadow_prediction = ? WHERE prediction_id = ?"
+_SELECT = (
+    "SELECT p.prediction_id, p.trace_id, p.created_at, p.model_name, p.model_version, p.inputs, p.prediction,"
+    " p.shadow_prediction, p.slices, f.actual, f.received_at"
+    " FROM predictions AS p LEFT JOIN feedback AS f USING (prediction_id) WHERE p.prediction_id IN ({})"
+)
+_BUSY_TIMEOUT = 5.0  # seconds a connection waits for another worker's write lock before it reports "locked"
+_FLUSH_TIMEOUT = 5.0  # how long a join waits for this process's queued predictions to be committed
+_MAX_BATCH_ROWS = 2000  # rows per write transaction, so waiting producers get room back soon
+_IN_CHUNK = 500  # ids per `IN (...)` query, well under SQLite's bound-variable limit
+_PURGE_CHUNK = 5000  # rows deleted per transaction, so other workers' writes interleave with a big purge
+_INSERT_OP, _SHADOW_OP = 0, 1
+
+
+@dataclass(frozen=True, slots=True)
+class PredictionRecord:
+    """One scored row as the service acknowledged it. `inputs` must not be mutated after `record`."""
+
+    prediction_id: str
+    trace_id: str | None
+    created_at: float  # unix seconds
+    model_name: str
+    model_version: str
+    inputs: Mapping[str, Any]  # feature → value, as received (None or NaN for a missing value)
+    prediction: float | str
+    slices: Mapping[str, str] | None = None  # slice feature → slice value
+
+
+@dataclass(frozen=True, slots=True)
+class StoredPrediction:
+    """A prediction read back from the log, with its ground truth if some has arrived."""
+
+    prediction_id: str
+    trace_id: str | None
+    created_at: float
+    model_name: str
+    model_version: str
+    inputs: dict[str, Any]
+    prediction: Any
+    shadow_prediction: Any
+    slices: dict[str, str] | None
+    actual: Any = None
+    received_at: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class FeedbackItem:
+    """One ground-truth label for an earlier prediction."""
+
+    prediction_id: str
+    actual: float | str
+
+
+@dataclass(frozen=True, slots=True)
+class JoinedLabel:
+    """A label joined to its prediction; the model name and version are the prediction's, not today's."""
+
+    prediction_id: str
+    model_name: str
+    model_version: str
+    prediction: Any
+    actual: float | str
+    delay_seconds: float
+    slices: Mapping[str, str] | None
+
+
+@dataclass(frozen=True)
+class FeedbackResult:
+    """What one batch of feedback did: the labels joined, and the ids that could not be (in request order)."""
+
+    joined: list[JoinedLabel]
+    unknown_ids: list[str]
+    duplicate_ids: list[str]
+
+
+@dataclass(frozen=True)
+class LogStats:
+    """A snapshot of the log: rows stored, oldest prediction, rows queued in this process, and trouble seen."""
+
+    rows: int
+    oldest: float | None
+    pending: int
+    blocked_count: int  # `record` calls that waited for room in the queue
+    write_errors: int  # failed write attempts (each retried)
+    dropped: int  # rows that could not be serialized at all (a bug upstream; logged)
+
+
+class PredictionLog:
+    """Predictions in a SQLite file (WAL, shared by every worker process), written by one background thread.
+
+    `record` hands rows to the writer and returns at once; when `queue_size` rows are waiting it blocks until
+    the writer catches up, so an acknowledged prediction is never dropped. `flush` waits for everything queued
+    so far; `close` flushes and stops the writer (call it when the worker exits; `open` also registers it with
+    `atexit`). Rows older than `retention_seconds`, and the oldest rows beyond `max_rows`, are purged by the
+    writer every `purge_interval` seconds or after enough inserts; `None` keeps them.
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        *,
+        retention_seconds: float | None,
+        max_rows: int | None,
+        queue_size: int = 10_000,
+        purge_interval: float = 60.0,
+    ) -> None:
+        if queue_size < 1:
+            raise ValueError(f"queue_size must be at least 1, got {queue_size}")
+        if retention_seconds is not None and retention_seconds <= 0:
+            raise ValueError(f"retention_seconds must be positive, got {retention_seconds}")
+        if max_rows is not None and max_rows < 1:
+            raise ValueError(f"max_rows must be at least 1, got {max_rows}")
+        self.path = Path(path)
+        self.retention_seconds = retention_seconds
+        self.max_rows = max_rows
+        self._queue_size = queue_size
+        self._purge_interval = purge_interval
+        self._purge_every_rows = max(1000, (max_rows or 0) // 10)
+        self._lock = threading.Lock()
+        self._work = threading.Condition(self._lock)  # the writer waits here for rows
+        self._space = threading.Condition(self._lock)  # producers wait here for room
+        self._done = threading.Condition(self._lock)  # flushers wait here for commits
+        self._queue: deque[tuple[int, Any]] = deque()
+        self._pending_rows = 0  # rows queued or being written
+        self._enqueued = 0  # operations accepted so far
+        self._committed = 0  # operations written so far (a prefix of the queue order)
+        self._writer_idle = False
+        self._state = "new"  # new → open (→ failed: the writer died) → closing → closed
+        self._abandon = threading.Event()
+        self._blocked = self._write_errors = self._dropped = 0
+        self._reader: sqlite3.Connection | None = None
+        self._reader_lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+
+    # --- lifecycle ----------------------------------------------------------------------------------------
+    def open(self) -> PredictionLog:
+        """Create the file and schema if needed, and start the writer thread."""
+        if self._state != "new":
+            raise RuntimeError(f"prediction log {self.path} is {self._state}; it can be opened once")
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        writer = _connect(self.path)
+        try:
+            writer.executescript(f"BEGIN IMMEDIATE; {_SCHEMA} COMMIT;")
+            self._reader = _connect(self.path)
+        except BaseException:
+            writer.close()
+            raise
+        self._thread = threading.Thread(target=self._run, args=(writer,), name="prediction-log", daemon=True)
+        self._state = "open"
+        self._thread.start()
+        atexit.register(self.close)
+        return self
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Write everything queued, stop the writer and close the file. Idempotent; later `record`s raise."""
+        with self._lock:
+            if self._state in ("new", "closing", "closed"):  # "closing": another thread is closing it
+                self._state = "closed" if self._state == "new" else self._state
+                return
+            self._state = "closing"  # from "open", or "failed" (the writer died; its thread is gone)
+            self._work.notify()
+            self._space.notify_all()
+        thread = self._thread
+        assert thread is not None
+        thread.join(timeout)
+        if thread.is_alive():
+            self._abandon.set()
+            thread.join(_BUSY_TIMEOUT + 1.0)
+            _log.error("prediction log closed with unwritten rows", path=str(self.path), rows=self._pending_rows)
+        with self._lock:
+            self._state = "closed"
+            self._done.notify_all()
+        with self._reader_lock:
+            if self._reader is not None:
+                self._reader.close()
+                self._reader = None
+        atexit.unregister(self.close)
+
+    def __enter__(self) -> PredictionLog:
+        return self.open() if self._state == "new" else self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, traceback: TracebackType | None
+    ) -> None:
+        self.close()
+
+    # --- writing ------------------------------------------------------------------------------------------
+    def record(self, entries: Sequence[PredictionRecord]) -> None:
+        """Queue rows for the writer. Blocks (counted in `blocked_count`) while the queue is full."""
+        count = len(entries)
+        if count:
+            self._put(_INSERT_OP, entries, count)
+
+    def record_shadow(self, prediction_id: str, shadow_prediction: float | str) -> None:
+        """Queue the challenger's prediction for a row recorded earlier (written after that row's insert)."""
+        self._put(_SHADOW_OP, (prediction_id, shadow_prediction), 1)
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Wait until everything queued so far is committed; False if `timeout` passed first."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._lock:
+            target = self._enqueued
+            while self._committed < target and self._state in ("open", "closing"):
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    return False
+                self._done.wait(remaining)
+            return self._committed >= target
+
+    def _put(self, kind: int, payload: Any, rows: int) -> None:
+        with self._lock:
+            if self._state != "open":
+                raise RuntimeError(f"prediction log {self.path} is not open ({self._state})")
+            if self._pending_rows and self._pending_rows + rows > self._queue_size:
+                self._blocked += 1
+                while self._pending_rows and self._pending_rows + rows > self._queue_size:
+                    self._space.wait()
+                    if self._state != "open":
+                        raise RuntimeError(f"prediction log {self.path} closed while waiting for room")
+            self._queue.append((kind, payload))
+            self._pending_rows += rows
+            self._enqueued += 1
+            if self._writer_idle:
+                self._writer_idle = False
+                self._work.notify()
+
+    # --- reading and joining ------------------------------------------------------------------------------
+    def lookup(self, ids: Iterable[str]) -> dict[str, StoredPrediction]:
+        """The stored predictions among `ids` (after committing this process's queued rows)."""
+        self._flush_for_read()
+        found: dict[str, StoredPrediction] = {}
+        with self._reading() as connection:
+            for chunk in _chunks(list(dict.fromkeys(ids))):
+                for row in connection.execute(_SELECT.format(",".join("?" * len(chunk))), chunk):
+                    found[row[0]] = StoredPrediction(
+                        prediction_id=row[0],
+                        trace_id=row[1],
+                        created_at=row[2],
+                        model_name=row[3],
+                        model_version=row[4],
+                        inputs=json.loads(row[5]),
+                        prediction=json.loads(row[6]),
+                        shadow_prediction=None if row[7] is None else json.loads(row[7]),
+                        slices=None if row[8] is None else json.loads(row[8]),
+                        actual=None if row[9] is None else json.loads(row[9]),
+                        received_at=row[10],
+                    )
+        return found
+
+    def add_feedback(self, items: Sequence[FeedbackItem], *, now: float | None = None) -> FeedbackResult:
+        """Store each label once and join it to its prediction, in one transaction.
+
+        An id with no stored prediction is unknown; an id that already has a label, or that appears again in
+        `items`, is a duplicate (the first occurrence wins). Neither is stored.
+        """
+        self._flush_for_read()
+        received_at = time.time() if now is None else now
+        unique = list(dict.fromkeys(item.prediction_id for item in items))
+        joined: list[JoinedLabel] = []
+        unknown: list[str] = []
+        duplicates: list[str] = []
+        with self._reading() as connection:
+            connection.execute("BEGIN IMMEDIATE")  # read and insert under one write lock: no double labels
+            try:
+                stored: dict[str, tuple[Any, ...]] = {}
+                for chunk in _chunks(unique):
+                    marks = ",".join("?" * len(chunk))
+                    stored.update(
+                        (row[0], row)
+                        for row in connection.execute(
+                            "SELECT p.prediction_id, p.created_at, p.model_name, p.model_version, p.prediction,"
+                            " p.slices, f.prediction_id IS NOT NULL FROM predictions AS p"
+                            f" LEFT JOIN feedback AS f USING (prediction_id) WHERE p.prediction_id IN ({marks})",
+                            chunk,
+                        )
+                    )
+                seen: set[str] = set()
+                inserts: list[tuple[str, str, float]] = []
+                for item in items:
+                    pid = item.prediction_id
+                    row = stored.get(pid)
+                    if pid in seen or (row is not None and row[6]):
+                        duplicates.append(pid)
+                    elif row is None:
+                        unknown.append(pid)
+                    else:
+                        inserts.append((pid, _dumps(item.actual), received_at))
+                        joined.append(
+                            JoinedLabel(
+                                prediction_id=pid,
+                                model_name=row[2],
+                                model_version=row[3],
+                                prediction=json.loads(row[4]),
+                                actual=item.actual,
+                                delay_seconds=max(0.0, received_at - row[1]),
+                                slices=None if row[5] is None else json.loads(row[5]),
+                            )
+                        )
+                    seen.add(pid)
+                connection.executemany("INSERT INTO feedback VALUES (?, ?, ?)", inserts)
+                connection.execute("COMMIT")
+            except BaseException:
+                if connection.in_transaction:
+                    connection.execute("ROLLBACK")
+                raise
+        return FeedbackResult(joined=joined, unknown_ids=unknown, duplicate_ids=duplicates)
+
+    def purge(self, now: float | None = None) -> int:
+        """Delete predictions (and their labels) past retention or beyond `max_rows` now; returns rows deleted."""
+        with self._reading() as connection:
+            return self._purge(connection, time.time() if now is None else now)
+
+    def stats(self) -> LogStats:
+        with self._reading() as connection:
+            rows, oldest = connection.execute("SELECT count(*), min(created_at) FROM predictions").fetchone()
+        with self._lock:
+            return LogStats(
+                rows=rows,
+                oldest=oldest,
+                pending=self._pending_rows,
+                blocked_count=self._blocked,
+                write_errors=self._write_errors,
+                dropped=self._dropped,
+            )
+
+    def _flush_for_read(self) -> None:
+        if not self.flush(_FLUSH_TIMEOUT):
+            _log.warning("prediction log flush timed out; recent predictions may not join", path=str(self.path))
+
+    @contextmanager
+    def _reading(self) -> Iterator[sqlite3.Connection]:
+        """The caller-side connection, one thread at a time (request threads look up and add feedback)."""
+        with self._reader_lock:
+            if self._reader is None:
+                raise RuntimeError(f"prediction log {self.path} is not open ({self._state})")
+            yield self._reader
+
+    # --- the writer thread --------------------------------------------------------------------------------
+    def _run(self, connection: sqlite3.Connection) -> None:
+        try:
+            self._purge_safely(connection)
+            next_purge, inserted = time.monotonic() + self._purge_interval, 0
+            while True:
+                with self._lock:
+                    while not self._queue and self._state == "open" and time.monotonic() < next_purge:
+                        self._writer_idle = True
+                        self._work.wait(max(0.0, next_purge - time.monotonic()))
+                    self._writer_idle = False
+                    batch, rows = self._take()
+                    if not batch and self._state != "open":
+                        return
+                if batch:
+                    if not self._write(connection, batch):
+                        return
+                    with self._lock:
+                        self._pending_rows -= rows
+                        self._committed += len(batch)
+                        self._space.notify_all()
+                        self._done.notify_all()
+                    inserted += rows
+                if inserted >= self._purge_every_rows or time.monotonic() >= next_purge:
+                    self._purge_safely(connection)
+                    next_purge, inserted = time.monotonic() + self._purge_interval, 0
+        except Exception:
+            _log.exception("prediction log writer failed; predictions are no longer recorded", path=str(self.path))
+        finally:
+            connection.close()
+            with self._lock:
+                if self._state == "open":
+                    self._state = "failed"  # `record` raises from now on: no 200 for a row that is not logged
+                self._space.notify_all()
+                self._done.notify_all()
+
+    def _take(self) -> tuple[list[tuple[int, Any]], int]:
+        batch: list[tuple[int, Any]] = []
+        rows = 0
+        while self._queue and rows < _MAX_BATCH_ROWS:
+            kind, payload = operation = self._queue.popleft()
+            batch.append(operation)
+            rows += len(payload) if kind == _INSERT_OP else 1
+        return batch, rows
+
+    def _write(self, connection: sqlite3.Connection, batch: list[tuple[int, Any]]) -> bool:
+        inserts: list[tuple[Any, ...]] = []
+        shadows: list[tuple[str | None, str]] = []
+        for kind, payload in batch:
+            if kind == _SHADOW_OP:
+                shadows.append((_dumps(payload[1]), str(payload[0])))
+                continue
+            for record in payload:
+                try:
+                    inserts.append(_row(record))
+                except Exception:  # a bug upstream; never log the record itself (it holds raw features)
+                    self._dropped += 1
+                    _log.error("prediction not serializable; dropped", path=str(self.path), exc_info=True)
+        delay = 0.05
+        while True:
+            try:
+                connection.execute("BEGIN IMMEDIATE")
+                connection.executemany(_INSERT, inserts)
+                connection.executemany(_SHADOW, shadows)
+                connection.execute("COMMIT")
+                return True
+            except sqlite3.Error as error:
+                if connection.in_transaction:
+                    connection.execute("ROLLBACK")
+                self._write_errors += 1
+                _log.warning("prediction log write failed; retrying", path=str(self.path), error=str(error))
+            if self._abandon.wait(delay):
+                return False
+            delay = min(2 * delay, 1.0)
+
+    def _purge_safely(self, connection: sqlite3.Connection) -> None:
+        if self.retention_seconds is None and self.max_rows is None:
+            return
+        try:
+            deleted = self._purge(connection, time.time())
+        except sqlite3.Error as error:
+            _log.warning("prediction log purge failed", path=str(self.path), error=str(error))
+            return
+        if deleted:
+            _log.info("prediction log purged", path=str(self.path), rows=deleted)
+
+    def _purge(self, connection: sqlite3.Connection, now: float) -> int:
+        deleted = 0
+        if self.retention_seconds is not None:
+            cutoff = now - self.retention_seconds
+            query = "SELECT rowid, prediction_id FROM predictions WHERE created_at < ? ORDER BY created_at LIMIT ?"
+            while count := _delete_chunk(connection, query, (cutoff, _PURGE_CHUNK)):
+                deleted += count
+        if self.max_rows is not None:
+            (rows,) = connection.execute("SELECT count(*) FROM predictions").fetchone()
+            excess = rows - self.max_rows
+            query = "SELECT rowid, prediction_id FROM predictions ORDER BY created_at, rowid LIMIT ?"
+            while excess > 0 and (count := _delete_chunk(connection, query, (min(excess, _PURGE_CHUNK),))):
+                deleted += count
+                excess -= count
+        return deleted
+
+
+def _connect(path: Path) -> sqlite3.Connection:
+    # Autocommit mode (isolation_level=None): transactions are the explicit BEGIN IMMEDIATE ... COMMIT below.
+    # `timeout` is SQLite's busy_timeout: several worker processes share the file and take turns writing.
+    connection = sqlite3.connect(path, timeout=_BUSY_TIMEOUT, isolation_level=None, check_same_thread=False)
+    try:
+        connection.execute("PRAGMA journal_mode=WAL")  # readers never block the writer, nor it them
+        connection.execute("PRAGMA synchronous=NORMAL")  # durable across process crashes; fsync at checkpoints
+        connection.execute("PRAGMA journal_size_limit=67108864")  # WAL file truncated back to 64 MiB
+    except BaseException:
+        connection.close()
+        raise
+    return connection
+
+
+def _delete_chunk(connection: sqlite3.Connection, query: str, parameters: tuple[Any, ...]) -> int:
+    connection.execute("BEGIN IMMEDIATE")
+    try:
+        victims = connection.execute(query, parameters).fetchall()
+        connection.executemany("DELETE FROM feedback WHERE prediction_id = ?", [(pid,) for _, pid in victims])
+        connection.executemany("DELETE FROM predictions WHERE rowid = ?", [(rowid,) for rowid, _ in victims])
+        connection.execute("COMMIT")
+    except BaseException:
+        if connection.in_transaction:
+            connection.execute("ROLLBACK")
+        raise
+    return len(victims)
+
+
+def _row(record: PredictionRecord) -> tuple[Any, ...]:
+    return (
+        str(record.prediction_id),
+        None if record.trace_id is None else str(record.trace_id),
+        float(record.created_at),
+        str(record.model_name),
+        str(record.model_version),
+        _dumps(dict(record.inputs)),
+        _dumps(record.prediction),
+        None if record.slices is None else _dumps(dict(record.slices)),
+    )
+
+
+def _dumps(value: Any) -> str:
+    """Compact JSON; NaN and infinities (a missing numeric value) become null, numpy scalars plain numbers."""
+    try:
+        return json.dumps(value, separators=(",", ":"), allow_nan=False, default=_plain)
+    except ValueError:
+        return json.dumps(_finite(value), separators=(",", ":"), allow_nan=False, default=_plain)
+
+
+def _plain(value: Any) -> Any:
+    tolist = getattr(value, "tolist", None)  # numpy scalars and arrays
+    return tolist() if callable(tolist) else str(value)
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, Mapping):
+        return {key: _finite(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(item) for item in value]
+    tolist = getattr(value, "tolist", None)
+    return _finite(tolist()) if callable(tolist) else value
+
+
+def _chunks(ids: list[str]) -> Iterator[list[str]]:
+    for start in range(0, len(ids), _IN_CHUNK):
+        yield ids[start : start + _IN_CHUNK]
