@@ -1,4 +1,4 @@
-"""The `modellens` command: train a model, serve it."""
+"""The `modellens` command: train a model, profile it, serve it."""
 
 from __future__ import annotations
 
@@ -39,6 +39,39 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _profile(args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    from service.model import ModelLoadError, load_model
+    from service.profile import build_profile
+    from service.training import to_matrix
+
+    try:
+        model = load_model(Path(args.model))
+    except ModelLoadError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    try:
+        frame = pd.read_csv(args.data)
+    except (OSError, ValueError) as error:
+        print(f"error: cannot read {args.data}: {error}", file=sys.stderr)
+        return 2
+    card = model.card
+    absent = [name for name in card.feature_names if name not in frame.columns]
+    if absent:
+        print(f"error: {args.data} lacks the model's feature columns {absent}", file=sys.stderr)
+        return 2
+    for spec in card.features:
+        if spec.type == "categorical":
+            frame[spec.name] = frame[spec.name].map(lambda value: value if pd.isna(value) else str(value))
+    rows = to_matrix(frame, card)
+    profile = build_profile(card, rows, model.predict_array(rows), bins=args.bins)
+    path = profile.save(Path(args.model))
+    print(f"profiled {len(rows)} rows of {args.data} for {card.name} {card.version} -> {path}")
+    print(f"slice candidates: {', '.join(profile.slices) or 'none'}")
+    return 0
+
+
 def _serve(args: argparse.Namespace) -> int:
     overrides = {
         "MODELLENS_HOST": args.host,
@@ -70,6 +103,12 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--if-missing", action="store_true", help="do nothing if the model directory has a card")
     train.set_defaults(handler=_train)
+
+    profile = commands.add_parser("profile", help="compute a model's reference profile from its training data")
+    profile.add_argument("--model", required=True, help="model directory")
+    profile.add_argument("--data", required=True, help="CSV with the model's feature columns (the training data)")
+    profile.add_argument("--bins", type=int, default=10, help="quantile bins per numeric feature")
+    profile.set_defaults(handler=_profile)
 
     serve = commands.add_parser("serve", help="serve a model with gunicorn (settings: MODELLENS_* variables)")
     serve.add_argument("--host")

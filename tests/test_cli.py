@@ -1,0 +1,70 @@
+"""The `modellens` command line: train, profile, clear errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from service.card import ModelCard
+from service.cli import main
+from service.profile import PROFILE_FILE, ReferenceProfile
+
+
+class TestTrain:
+    """`modellens train` writes a model directory; `--if-missing` keeps an existing one."""
+
+    def test_train_bundled_then_if_missing(self, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        output = tmp_path / "wine"
+        assert main(["train", "--dataset", "wine", "--output", str(output)]) == 0
+        card = ModelCard.load(output)
+        assert card.task == "classification"
+        assert "trained wine version" in capsys.readouterr().out
+        assert main(["train", "--dataset", "wine", "--output", str(output), "--if-missing"]) == 0
+        assert ModelCard.load(output).version == card.version
+        assert "skipping" in capsys.readouterr().out
+
+    def test_train_csv_needs_target(self, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        assert main(["train", "--data", str(tmp_path / "x.csv")]) == 2
+        assert "--target" in capsys.readouterr().err
+
+    def test_train_csv_errors_are_messages(self, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        assert main(["train", "--data", str(tmp_path / "absent.csv"), "--target", "y"]) == 2
+        assert "error:" in capsys.readouterr().err
+
+
+class TestProfile:
+    """`modellens profile` rebuilds the reference profile of a model trained elsewhere from its training CSV."""
+
+    def test_profile_from_csv(self, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        rng = np.random.default_rng(0)
+        frame = pd.DataFrame(
+            {
+                "size": rng.normal(10, 2, 300),
+                "colour": rng.choice(["red", "green", "blue"], 300),
+                "price": rng.normal(100, 10, 300),
+            }
+        )
+        data = tmp_path / "train.csv"
+        frame.to_csv(data, index=False)
+        model_dir = tmp_path / "model"
+        assert main(["train", "--data", str(data), "--target", "price", "--output", str(model_dir)]) == 0
+        original = ReferenceProfile.load(model_dir)
+        (model_dir / PROFILE_FILE).unlink()
+        assert main(["profile", "--model", str(model_dir), "--data", str(data)]) == 0
+        rebuilt = ReferenceProfile.load(model_dir)
+        assert rebuilt.model_version == original.model_version
+        assert set(rebuilt.features) == {"size", "colour"}
+        assert rebuilt.features["colour"].labels == ("blue", "green", "red", "__unseen__", "__missing__")
+        assert "colour" in rebuilt.slices
+        assert "slice candidates: colour" in capsys.readouterr().out
+
+    def test_profile_needs_the_feature_columns(
+        self, tmp_path: Path, regression_model_dir: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        data = tmp_path / "other.csv"
+        pd.DataFrame({"a": [1.0, 2.0]}).to_csv(data, index=False)
+        assert main(["profile", "--model", str(regression_model_dir), "--data", str(data)]) == 2
+        assert "lacks the model's feature columns" in capsys.readouterr().err
