@@ -16,6 +16,8 @@ from opentelemetry import context, propagate, trace
 from opentelemetry.metrics import MeterProvider
 from opentelemetry.trace import SpanKind, Status, StatusCode, TracerProvider
 
+from otel.metrics import SECONDS_BUCKETS
+
 __all__ = ["FlaskTelemetry"]
 
 _KNOWN_METHODS = frozenset({"CONNECT", "DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT", "TRACE"})
@@ -46,7 +48,10 @@ class FlaskTelemetry:
     ) -> None:
         self._tracer = tracer_provider.get_tracer("otel.flask")
         self._duration = meter_provider.get_meter("otel.flask").create_histogram(
-            "http.server.request.duration", unit="s", description="Duration of HTTP server requests."
+            "http.server.request.duration",
+            unit="s",
+            description="Duration of HTTP server requests.",
+            explicit_bucket_boundaries_advisory=SECONDS_BUCKETS,
         )
         self._untraced = frozenset(untraced_paths)
         self._access_log = access_log

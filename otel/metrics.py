@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from opentelemetry.sdk.metrics import Histogram, MeterProvider
+from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import MetricReader
-from opentelemetry.sdk.metrics.view import ExplicitBucketHistogramAggregation, View
+from opentelemetry.sdk.metrics.view import View
 from opentelemetry.sdk.resources import Resource
 
 __all__ = ["SECONDS_BUCKETS", "setup_metrics"]
@@ -19,16 +19,13 @@ SECONDS_BUCKETS: tuple[float, ...] = (
 )  # fmt: skip
 
 
-def setup_metrics(resource: Resource, readers: Sequence[MetricReader]) -> MeterProvider:
-    """Return a MeterProvider feeding `readers`; every histogram measured in seconds gets `SECONDS_BUCKETS`.
+def setup_metrics(resource: Resource, readers: Sequence[MetricReader], views: Sequence[View] = ()) -> MeterProvider:
+    """Return a MeterProvider feeding `readers`.
 
+    Histograms get their buckets from the instrument's advisory boundaries: latency instruments pass
+    `SECONDS_BUCKETS`, others (label delays in hours, batch sizes) their own. `views` can override them.
     Exemplars follow `OTEL_METRICS_EXEMPLAR_FILTER` (default `trace_based`: a measurement taken inside a sampled
     span keeps that span's trace and span id), which is what links a latency bucket to a trace.
     Every reader processes every measurement, so keep the number of readers small.
     """
-    seconds = View(
-        instrument_type=Histogram,
-        instrument_unit="s",
-        aggregation=ExplicitBucketHistogramAggregation(boundaries=SECONDS_BUCKETS),
-    )
-    return MeterProvider(resource=resource, metric_readers=list(readers), views=[seconds])
+    return MeterProvider(resource=resource, metric_readers=list(readers), views=list(views))

@@ -85,9 +85,7 @@ class OpenMetricsReader(MetricReader):
         body = _write(families, openmetrics=openmetrics).encode()
         return body, CONTENT_TYPE_OPENMETRICS if openmetrics else CONTENT_TYPE_TEXT
 
-    def _receive_metrics(
-        self, metrics_data: MetricsData, timeout_millis: float = 10_000, **kwargs: Any
-    ) -> None:
+    def _receive_metrics(self, metrics_data: MetricsData, timeout_millis: float = 10_000, **kwargs: Any) -> None:
         with self._lock:
             self._received = metrics_data
 
@@ -166,9 +164,7 @@ def _add_metric(families: dict[str, _Family], metric: Metric, reported: set[str]
     unit = metric.unit or ""
     name = prometheus_name(metric.name, unit, kind)
     prom_type = kind if kind in ("counter", "histogram") else "gauge"
-    family = _family(
-        families, name, prom_type, metric.description or "", prometheus_unit(unit, kind), reported
-    )
+    family = _family(families, name, prom_type, metric.description or "", prometheus_unit(unit, kind), reported)
     if family is None:
         return False
     added = False

@@ -16,6 +16,7 @@ from service.model import Model
 from service.monitoring import ModelMonitor
 from service.problems import Problem
 from service.settings import Settings
+from service.shadow import ShadowScorer
 from service.validation import parse_body, parse_instances
 
 __all__ = ["ServiceState", "blueprint"]
@@ -34,6 +35,12 @@ class ServiceState:
     instruments: ModelInstruments
     metrics_renderer: Any | None  # otel.openmetrics.OpenMetricsReader, or None when telemetry is disabled
     monitor: ModelMonitor | None = None  # None with MODELLENS_MONITORING=off
+    shadow: ShadowScorer | None = None
+
+    def close(self) -> None:
+        """Finish background work (shadow scoring) before the process exits."""
+        if self.shadow is not None:
+            self.shadow.close()
 
 
 def _state() -> ServiceState:
@@ -82,6 +89,8 @@ def predict() -> Response:
     if state.monitor is not None:
         state.monitor.observe(rows, raw)
     prediction_ids = _new_ids(len(rows))
+    if state.shadow is not None:
+        state.shadow.submit(rows, raw, prediction_ids)
     return jsonify(
         predictions=model.to_python(raw),
         prediction_ids=prediction_ids,
@@ -118,7 +127,11 @@ def monitoring() -> Response:
     monitor = _state().monitor
     if monitor is None:
         raise Problem(status=404, title="Monitoring is off", detail="Set MODELLENS_MONITORING=on to enable it.")
-    return jsonify(monitor.snapshot())
+    summary = monitor.snapshot()
+    shadow = _state().shadow
+    if shadow is not None:
+        summary["shadow"] = shadow.summary()
+    return jsonify(summary)
 
 
 @blueprint.get("/metrics")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import structlog
 from flask import Flask
 from opentelemetry.metrics import Meter
+from opentelemetry.trace import Tracer
 
 from otel.flask import FlaskTelemetry
 from otel.telemetry import Telemetry, installed
@@ -15,6 +16,7 @@ from service.monitoring import ModelMonitor
 from service.problems import register_error_handlers
 from service.profile import PROFILE_FILE, ReferenceProfile
 from service.settings import Settings
+from service.shadow import ShadowScorer
 
 __all__ = ["create_app"]
 
@@ -42,13 +44,15 @@ def create_app(
 
     card = model.card
     meter = telemetry.meter_provider.get_meter("modellens")
+    tracer = telemetry.tracer_provider.get_tracer("modellens")
     app.extensions["modellens"] = api.ServiceState(
         settings=settings,
         model=model,
-        tracer=telemetry.tracer_provider.get_tracer("modellens"),
+        tracer=tracer,
         instruments=ModelInstruments(meter, card),
         metrics_renderer=telemetry.metrics_reader,
         monitor=_monitor(settings, model, meter),
+        shadow=_shadow(settings, model, meter, tracer),
     )
     _log.info(
         "model loaded",
@@ -75,3 +79,21 @@ def _monitor(settings: Settings, model: Model, meter: Meter) -> ModelMonitor | N
             f"not {model.card.version}; run `modellens profile` to rebuild it"
         )
     return ModelMonitor(meter, model.card, profile, slices=settings.slice_features, window=settings.drift_window)
+
+
+def _shadow(settings: Settings, model: Model, meter: Meter, tracer: Tracer) -> ShadowScorer | None:
+    if settings.shadow_model_dir is None:
+        return None
+    challenger = load_model(settings.shadow_model_dir)
+    edges = ReferenceProfile.load(settings.model_dir).prediction.edges if settings.monitoring else ()
+    scale = (edges[-1] - edges[0]) if len(edges) > 1 else 1.0
+    _log.info("shadow model loaded", shadow_model_version=challenger.card.version)
+    return ShadowScorer(
+        challenger,
+        model,
+        meter,
+        tracer,
+        workers=settings.shadow_workers,
+        queue_limit=settings.shadow_queue,
+        prediction_scale=scale,
+    )

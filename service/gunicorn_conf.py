@@ -33,6 +33,11 @@ def post_fork(server: Any, worker: Any) -> None:
 
 
 def worker_exit(server: Any, worker: Any) -> None:
+    # In-flight requests have finished; finish background work that still emits telemetry, then flush it.
+    app = getattr(worker, "wsgi", None)
+    state = getattr(app, "extensions", {}).get("modellens") if app is not None else None
+    if state is not None:
+        state.close()
     telemetry = installed()
     if telemetry is not None:
         telemetry.shutdown()

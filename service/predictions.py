@@ -525,7 +525,7 @@ def _row(record: PredictionRecord) -> tuple[Any, ...]:
         float(record.created_at),
         str(record.model_name),
         str(record.model_version),
-        _dumps(dict(record.inputs)),
+        _dumps(record.inputs if isinstance(record.inputs, dict) else dict(record.inputs)),
         _dumps(record.prediction),
         None if record.slices is None else _dumps(dict(record.slices)),
     )
@@ -534,9 +534,9 @@ def _row(record: PredictionRecord) -> tuple[Any, ...]:
 def _dumps(value: Any) -> str:
     """Compact JSON; NaN and infinities (a missing numeric value) become null, numpy scalars plain numbers."""
     try:
-        return json.dumps(value, separators=(",", ":"), allow_nan=False, default=_plain)
+        return _ENCODER.encode(value)
     except ValueError:
-        return json.dumps(_finite(value), separators=(",", ":"), allow_nan=False, default=_plain)
+        return _ENCODER.encode(_finite(value))
 
 
 def _plain(value: Any) -> Any:
@@ -553,6 +553,9 @@ def _finite(value: Any) -> Any:
         return [_finite(item) for item in value]
     tolist = getattr(value, "tolist", None)
     return _finite(tolist()) if callable(tolist) else value
+
+
+_ENCODER = json.JSONEncoder(separators=(",", ":"), allow_nan=False, default=_plain)  # built once: fast
 
 
 def _chunks(ids: list[str]) -> Iterator[list[str]]:

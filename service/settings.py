@@ -35,6 +35,9 @@ class Settings:
     monitoring: bool = True  # MODELLENS_MONITORING=off turns drift, quality and slice monitoring off
     drift_window: str = "10m"  # in-process drift window: 10m, 600s, 1h or 5000rows
     slices: str = ""  # comma-separated slice features (low-cardinality features, e.g. "sex")
+    shadow_model_dir: Path | None = None  # a challenger model scored off the request path
+    shadow_workers: int = 1
+    shadow_queue: int = 32  # requests waiting for the challenger; beyond this they are skipped and counted
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -51,7 +54,7 @@ class Settings:
         return settings
 
     def validate(self) -> None:
-        for name in ("port", "workers", "threads", "max_batch", "max_body_bytes"):
+        for name in ("port", "workers", "threads", "max_batch", "max_body_bytes", "shadow_workers", "shadow_queue"):
             if getattr(self, name) < 1:
                 raise SettingsError(f"{_PREFIX}{name.upper()} must be at least 1, got {getattr(self, name)}")
         if self.port > 65535:

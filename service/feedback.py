@@ -1,0 +1,271 @@
+"""Delayed ground truth: parse `POST /feedback` bodies and export realized performance as counters."""
+
+from __future__ import annotations
+
+import math
+import re
+from collections import defaultdict
+from collections.abc import Sequence
+from typing import Any
+
+from opentelemetry.metrics import Counter, Meter
+
+from service.card import ModelCard
+from service.predictions import FeedbackItem, FeedbackResult, JoinedLabel
+from service.problems import FieldError, Problem
+from service.validation import _escape, _json_type
+
+__all__ = ["DELAY_BUCKETS", "FeedbackInstruments", "parse_feedback", "summarize"]
+
+# Seconds to a week: labels arrive anywhere from a click later to a weekly batch job later.
+DELAY_BUCKETS: tuple[float, ...] = (
+    1, 5, 15, 30, 60, 300, 900, 1800, 3600, 7200, 14400, 43200, 86400, 172800, 604800,
+)  # fmt: skip
+MAX_IDS_IN_RESPONSE = 100
+MAX_SLICE_VALUE = 64  # characters; longer slice values are not exported as label values
+
+_KEY = "feedback"
+_MEMBERS = ("prediction_id", "actual")
+_PREDICTION_ID = re.compile(r"[0-9a-fA-F]{32}")
+_MAX_ERRORS = 1000
+_CLASSES_IN_REASON = 10
+
+
+def parse_feedback(payload: Any, card: ModelCard, max_items: int) -> list[FeedbackItem]:
+    """Validate `{"feedback": [{"prediction_id": ..., "actual": ...}, ...]}` against the card.
+
+    `prediction_id` is the 32 hex characters `/predict` returned (normalised to lower case); `actual` is a
+    finite number for a regression model, one of the card's class labels for a classifier. Every bad value
+    is a 422 problem naming it by JSON Pointer; more items than `max_items` is a 413.
+    """
+    if not isinstance(payload, dict):
+        raise _invalid([FieldError("", f"expected a JSON object with a {_KEY!r} array, got {_json_type(payload)}")])
+    items = payload.get(_KEY)
+    errors = [FieldError("/" + _escape(name), "unknown member") for name in payload if name != _KEY]
+    if not isinstance(items, list):
+        got = "nothing" if _KEY not in payload else _json_type(items)
+        raise _invalid([FieldError(f"/{_KEY}", f"expected an array of objects, got {got}"), *errors])
+    if not items:
+        raise _invalid([FieldError(f"/{_KEY}", "expected at least one label"), *errors])
+    if len(items) > max_items:
+        raise Problem(
+            status=413,
+            title="Batch too large",
+            detail=f"{len(items)} labels exceed the limit of {max_items} per request.",
+            slug="batch-too-large",
+            errors=[FieldError(f"/{_KEY}", f"at most {max_items} labels, got {len(items)}")],
+        )
+    check_actual = _check_class if card.task == "classification" else _check_number
+    classes = frozenset(card.classes)
+    parsed: list[FeedbackItem] = []
+    for index, item in enumerate(items):
+        pointer = f"/{_KEY}/{index}"
+        if type(item) is not dict:
+            errors.append(FieldError(pointer, f"expected an object, got {_json_type(item)}"))
+        elif len(item) != len(_MEMBERS) or not all(name in item for name in _MEMBERS):
+            errors += [FieldError(f"{pointer}/{name}", "missing member") for name in _MEMBERS if name not in item]
+            errors += [
+                FieldError(f"{pointer}/{_escape(name)}", "unknown member") for name in item if name not in _MEMBERS
+            ]
+        else:
+            prediction_id, actual = item["prediction_id"], item["actual"]
+            id_reason = _check_id(prediction_id)
+            actual_reason = check_actual(actual, card, classes)
+            if id_reason is not None:
+                errors.append(FieldError(f"{pointer}/prediction_id", id_reason))
+            if actual_reason is not None:
+                errors.append(FieldError(f"{pointer}/actual", actual_reason))
+            if id_reason is None and actual_reason is None:
+                value = actual if isinstance(actual, str) else float(actual)
+                parsed.append(FeedbackItem(prediction_id.lower(), value))
+        if len(errors) > _MAX_ERRORS:
+            break
+    if errors:
+        raise _invalid(errors)
+    return parsed
+
+
+def summarize(result: FeedbackResult) -> dict[str, Any]:
+    """The response body: labels accepted, and the ids rejected (at most 100 each, with a count of the rest)."""
+    body: dict[str, Any] = {"accepted": len(result.joined)}
+    for key, ids in (("unknown_ids", result.unknown_ids), ("duplicate_ids", result.duplicate_ids)):
+        body[key] = ids[:MAX_IDS_IN_RESPONSE]
+        if len(ids) > MAX_IDS_IN_RESPONSE:
+            body[f"{key}_truncated"] = len(ids) - MAX_IDS_IN_RESPONSE
+    return body
+
+
+class FeedbackInstruments:
+    """Realized performance from joined labels, as counters PromQL can divide over any window.
+
+    Regression: labels joined and sums of absolute and squared errors (MAE = Σ|e| / n, RMSE = √(Σe² / n)).
+    Classification: labels correct or incorrect, and the confusion matrix over the card's classes. Also the
+    label delay, rejected labels, and the same counts per configured slice. Every series carries the model
+    name and version that made the prediction (stored with it), which may be older than the serving model;
+    rejected labels, which have no stored prediction to ask, carry the serving model's. Class labels come only
+    from the card: a prediction of a class the serving card does not know counts as correct or incorrect but
+    stays out of the confusion matrix.
+    """
+
+    def __init__(self, meter: Meter, card: ModelCard, slice_names: Sequence[str]) -> None:
+        self.card = card
+        self._regression = card.task == "regression"
+        self._classes = frozenset(card.classes)
+        self._slices = frozenset(slice_names)
+        self._current = {"model.name": card.name, "model.version": card.version}
+        self.labels = meter.create_counter(
+            "model.feedback.labels",
+            unit="{label}",
+            description="Ground-truth labels joined to predictions, by outcome (joined, correct, incorrect).",
+        )
+        self.delay = meter.create_histogram(
+            "model.feedback.delay",
+            unit="s",
+            description="Time from a prediction to the arrival of its ground truth.",
+            explicit_bucket_boundaries_advisory=DELAY_BUCKETS,
+        )
+        self.rejected = meter.create_counter(
+            "model.feedback.rejected",
+            unit="{label}",
+            description="Labels not joined, by reason (unknown_id, duplicate).",
+        )
+        self.slice_labels = meter.create_counter(
+            "model.slice.feedback.labels", unit="{label}", description="Joined labels per slice value, by outcome."
+        )
+        if self._regression:
+            self.absolute_error = meter.create_counter(
+                "model.feedback.absolute_error", description="Sum of |actual − prediction| over joined labels."
+            )
+            self.squared_error = meter.create_counter(
+                "model.feedback.squared_error", description="Sum of (actual − prediction)² over joined labels."
+            )
+            self.slice_absolute_error = meter.create_counter(
+                "model.slice.feedback.absolute_error", description="Sum of |actual − prediction| per slice value."
+            )
+            self.slice_squared_error = meter.create_counter(
+                "model.slice.feedback.squared_error", description="Sum of (actual − prediction)² per slice value."
+            )
+        else:
+            self.class_labels = meter.create_counter(
+                "model.feedback.class_labels",
+                unit="{label}",
+                description="Joined labels by actual and predicted class: the confusion matrix.",
+            )
+        self._start_at_zero()
+
+    def record(self, result: FeedbackResult) -> None:
+        """Count one request's joined labels (summed per series first) and its rejected ids."""
+        labels: defaultdict[tuple[tuple[str, str], ...], float] = defaultdict(float)
+        absolute: defaultdict[tuple[tuple[str, str], ...], float] = defaultdict(float)
+        squared: defaultdict[tuple[tuple[str, str], ...], float] = defaultdict(float)
+        slice_labels: defaultdict[tuple[tuple[str, str], ...], float] = defaultdict(float)
+        slice_absolute: defaultdict[tuple[tuple[str, str], ...], float] = defaultdict(float)
+        slice_squared: defaultdict[tuple[tuple[str, str], ...], float] = defaultdict(float)
+        confusion: defaultdict[tuple[tuple[str, str], ...], float] = defaultdict(float)
+        for label in result.joined:
+            model = (("model.name", label.model_name), ("model.version", label.model_version))
+            self.delay.record(label.delay_seconds, dict(model))
+            scored = self._score(label)
+            if scored is None:
+                continue
+            outcome, error = scored
+            labels[(*model, ("outcome", outcome))] += 1
+            if error is not None:
+                absolute[model] += abs(error)
+                squared[model] += error * error
+            elif isinstance(label.prediction, str) and {label.actual, label.prediction} <= self._classes:
+                confusion[(*model, ("actual_class", str(label.actual)), ("predicted_class", label.prediction))] += 1
+            for slice_name, slice_value in (label.slices or {}).items():
+                if slice_name not in self._slices or not isinstance(slice_value, str):
+                    continue
+                if len(slice_value) > MAX_SLICE_VALUE:
+                    continue
+                series = (*model, ("slice", slice_name), ("slice_value", slice_value))
+                slice_labels[(*series, ("outcome", outcome))] += 1
+                if error is not None:
+                    slice_absolute[series] += abs(error)
+                    slice_squared[series] += error * error
+        _add(self.labels, labels)
+        _add(self.slice_labels, slice_labels)
+        if self._regression:
+            _add(self.absolute_error, absolute)
+            _add(self.squared_error, squared)
+            _add(self.slice_absolute_error, slice_absolute)
+            _add(self.slice_squared_error, slice_squared)
+        else:
+            _add(self.class_labels, confusion)
+        if result.unknown_ids:
+            self.rejected.add(len(result.unknown_ids), {**self._current, "reason": "unknown_id"})
+        if result.duplicate_ids:
+            self.rejected.add(len(result.duplicate_ids), {**self._current, "reason": "duplicate"})
+
+    def _score(self, label: JoinedLabel) -> tuple[str, float | None] | None:
+        """(outcome, signed error or None); None when the stored prediction cannot be compared at all."""
+        prediction, actual = label.prediction, label.actual
+        if not self._regression:
+            return ("correct" if prediction == actual else "incorrect"), None
+        if not _is_number(prediction) or not _is_number(actual):
+            return None
+        return "joined", float(actual) - float(prediction)
+
+    def _start_at_zero(self) -> None:
+        # Series for the serving model exist from start-up, so rate() sees the first labels of a window.
+        outcomes = ("joined",) if self._regression else ("correct", "incorrect")
+        for outcome in outcomes:
+            self.labels.add(0, {**self._current, "outcome": outcome})
+        for reason in ("unknown_id", "duplicate"):
+            self.rejected.add(0, {**self._current, "reason": reason})
+        if self._regression:
+            self.absolute_error.add(0.0, self._current)
+            self.squared_error.add(0.0, self._current)
+            return
+        for actual in self.card.classes:
+            for predicted in self.card.classes:
+                self.class_labels.add(0, {**self._current, "actual_class": actual, "predicted_class": predicted})
+
+
+def _add(counter: Counter, sums: dict[tuple[tuple[str, str], ...], float]) -> None:
+    for attributes, value in sums.items():
+        counter.add(value, dict(attributes))
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _check_id(value: Any) -> str | None:
+    if type(value) is not str:
+        return f"expected a string, got {_json_type(value)}"
+    if not _PREDICTION_ID.fullmatch(value):
+        return "expected the 32 hexadecimal characters /predict returned"
+    return None
+
+
+def _check_number(value: Any, card: ModelCard, classes: frozenset[str]) -> str | None:
+    kind = type(value)
+    if kind is float:
+        return None if math.isfinite(value) else "must be a finite number"
+    if kind is int:
+        return None if abs(value) < 1e308 else "number out of range"
+    return f"expected a number ({card.target}), got {_json_type(value)}"
+
+
+def _check_class(value: Any, card: ModelCard, classes: frozenset[str]) -> str | None:
+    if type(value) is not str:
+        return f"expected a class label (string), got {_json_type(value)}"
+    if value in classes:
+        return None
+    shown = ", ".join(repr(label[:32]) for label in card.classes[:_CLASSES_IN_REASON])
+    more = f" and {len(card.classes) - _CLASSES_IN_REASON} more" if len(card.classes) > _CLASSES_IN_REASON else ""
+    return f"expected one of the model's classes: {shown}{more}"
+
+
+def _invalid(errors: list[FieldError]) -> Problem:
+    count = len(errors)
+    return Problem(
+        status=422,
+        title="Invalid feedback",
+        detail=f"{count} invalid value{'s' if count != 1 else ''} in the request body; see errors.",
+        slug="invalid-feedback",
+        errors=errors,
+    )

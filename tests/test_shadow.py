@@ -1,0 +1,181 @@
+"""Shadow mode: a challenger scores the same rows off the request path, in the request's trace."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from flask import Flask
+
+from service.app import create_app
+from service.card import ModelCard
+from service.datasets import load_bundled
+from service.model import load_model
+from service.settings import Settings
+from service.training import to_matrix, train
+from tests.conftest import InMemoryTelemetry
+
+
+@pytest.fixture(scope="module")
+def challenger_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A different diabetes model: another split seed and a smaller training share."""
+    output = tmp_path_factory.mktemp("models") / "challenger"
+    train(load_bundled("diabetes"), output=output, name="diabetes", seed=7, holdout=0.5)
+    return output
+
+
+@pytest.fixture(scope="module")
+def classification_challenger_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    output = tmp_path_factory.mktemp("models") / "bc-challenger"
+    train(load_bundled("breast_cancer"), output=output, name="breast_cancer", seed=5, holdout=0.7)
+    return output
+
+
+def _app(model_dir: Path, challenger: Path, telemetry: InMemoryTelemetry, **settings: Any) -> Flask:
+    return create_app(
+        Settings.from_env({}, model_dir=model_dir, shadow_model_dir=challenger, **settings),
+        telemetry=telemetry.telemetry,
+    )
+
+
+def _instances(model_dir: Path, dataset: str, n: int) -> tuple[list[dict[str, float]], np.ndarray]:
+    card = ModelCard.load(model_dir)
+    rows = to_matrix(load_bundled(dataset).frame, card)[:n]
+    return [dict(zip(card.feature_names, row.tolist(), strict=True)) for row in rows], rows
+
+
+def _metric(telemetry: InMemoryTelemetry, name: str) -> list[Any]:
+    data = telemetry.metrics.get_metrics_data()
+    assert data is not None
+    return [
+        point
+        for resource in data.resource_metrics
+        for scope in resource.scope_metrics
+        for metric in scope.metrics
+        if metric.name == name
+        for point in metric.data.data_points
+    ]
+
+
+class TestRegressionShadow:
+    """Disagreement is measured row by row, and the shadow span joins the request's trace."""
+
+    def test_disagreement_matches_a_direct_computation(
+        self, regression_model_dir: Path, challenger_dir: Path, telemetry: InMemoryTelemetry
+    ) -> None:
+        app = _app(regression_model_dir, challenger_dir, telemetry)
+        instances, rows = _instances(regression_model_dir, "diabetes", 30)
+        client = app.test_client()
+        response = client.post("/predict", json={"instances": instances})
+        assert response.status_code == 200
+        app.extensions["modellens"].close()
+        expected = np.abs(
+            load_model(regression_model_dir).predict_array(rows) - load_model(challenger_dir).predict_array(rows)
+        )
+        assert expected.sum() > 0
+        (histogram,) = _metric(telemetry, "model.shadow.disagreement")
+        assert histogram.count == 30
+        assert histogram.sum == pytest.approx(float(expected.sum()))
+        assert histogram.attributes["shadow_model.version"] == ModelCard.load(challenger_dir).version
+        (comparisons,) = _metric(telemetry, "model.shadow.comparisons")
+        assert comparisons.value == 30
+        assert _metric(telemetry, "model.shadow.duration")[0].count == 1
+        summary = client.get("/monitoring").get_json()["shadow"]
+        assert summary["rows_compared"] == 30
+        assert summary["mean_absolute_difference"] == pytest.approx(float(expected.mean()))
+
+    def test_shadow_span_is_in_the_request_trace(
+        self, regression_model_dir: Path, challenger_dir: Path, telemetry: InMemoryTelemetry
+    ) -> None:
+        app = _app(regression_model_dir, challenger_dir, telemetry)
+        instances, _ = _instances(regression_model_dir, "diabetes", 2)
+        trace_id = app.test_client().post("/predict", json={"instances": instances}).headers["X-Trace-Id"]
+        app.extensions["modellens"].close()
+        spans = [s for s in telemetry.spans.get_finished_spans() if format(s.context.trace_id, "032x") == trace_id]
+        by_name = {span.name: span for span in spans}
+        assert set(by_name) == {"POST /predict", "validate", "inference", "shadow inference"}
+        shadow = by_name["shadow inference"]
+        assert shadow.parent is not None
+        assert shadow.parent.span_id == by_name["POST /predict"].context.span_id
+        assert shadow.attributes is not None
+        assert shadow.attributes["shadow_model.version"] == ModelCard.load(challenger_dir).version
+
+
+class TestIsolation:
+    """A slow or failing challenger never slows or breaks the live response."""
+
+    def test_slow_shadow_does_not_change_live_latency(
+        self,
+        regression_model_dir: Path,
+        challenger_dir: Path,
+        telemetry: InMemoryTelemetry,
+        monkeypatch: pytest.MonkeyPatch,
+    ) -> None:
+        app = _app(regression_model_dir, challenger_dir, telemetry, shadow_queue=2)
+        state = app.extensions["modellens"]
+        original = state.shadow.challenger.predict_array
+
+        def slow(rows: np.ndarray) -> np.ndarray:
+            time.sleep(0.5)
+            return original(rows)
+
+        monkeypatch.setattr(state.shadow.challenger, "predict_array", slow)
+        instances, _ = _instances(regression_model_dir, "diabetes", 1)
+        client = app.test_client()
+        latencies = []
+        for _ in range(10):
+            started = time.perf_counter()
+            assert client.post("/predict", json={"instances": instances}).status_code == 200
+            latencies.append(time.perf_counter() - started)
+        assert max(latencies) < 0.25  # each shadow run takes 0.5 s; none of it lands on the live request
+        state.close()
+        (skipped,) = _metric(telemetry, "model.shadow.skipped")
+        assert skipped.value == 8  # two requests fit in the queue, the other eight were skipped
+        assert _metric(telemetry, "model.shadow.comparisons")[0].value == 2
+
+    def test_failing_shadow_is_counted_and_live_still_answers(
+        self,
+        regression_model_dir: Path,
+        challenger_dir: Path,
+        telemetry: InMemoryTelemetry,
+        monkeypatch: pytest.MonkeyPatch,
+    ) -> None:
+        app = _app(regression_model_dir, challenger_dir, telemetry)
+        state = app.extensions["modellens"]
+
+        def broken(rows: np.ndarray) -> np.ndarray:
+            raise RuntimeError("challenger exploded")
+
+        monkeypatch.setattr(state.shadow.challenger, "predict_array", broken)
+        instances, _ = _instances(regression_model_dir, "diabetes", 1)
+        assert app.test_client().post("/predict", json={"instances": instances}).status_code == 200
+        state.close()
+        assert _metric(telemetry, "model.shadow.errors")[0].value == 1
+        span = next(s for s in telemetry.spans.get_finished_spans() if s.name == "shadow inference")
+        assert not span.status.is_ok
+
+    def test_mismatched_challenger_is_refused(
+        self, regression_model_dir: Path, classification_model_dir: Path, telemetry: InMemoryTelemetry
+    ) -> None:
+        with pytest.raises(ValueError, match="takes features"):
+            _app(regression_model_dir, classification_model_dir, telemetry)
+
+
+class TestClassificationShadow:
+    """Classification disagreement is a count of rows whose class differs."""
+
+    def test_disagreements_counted(
+        self, classification_model_dir: Path, classification_challenger_dir: Path, telemetry: InMemoryTelemetry
+    ) -> None:
+        app = _app(classification_model_dir, classification_challenger_dir, telemetry)
+        instances, rows = _instances(classification_model_dir, "breast_cancer", 200)
+        app.test_client().post("/predict", json={"instances": instances})
+        app.extensions["modellens"].close()
+        live = load_model(classification_model_dir).predict_array(rows)
+        challenger = load_model(classification_challenger_dir).predict_array(rows)
+        outcomes = {p.attributes["outcome"]: p.value for p in _metric(telemetry, "model.shadow.comparisons")}
+        assert outcomes.get("disagree", 0) == int((live != challenger).sum())
+        assert outcomes.get("agree", 0) == int((live == challenger).sum())
