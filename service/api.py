@@ -11,6 +11,7 @@ import structlog
 from flask import Blueprint, Response, current_app, jsonify, request
 from opentelemetry.trace import Tracer
 
+from service.faults import FAULT_HEADER, FaultInjector
 from service.instruments import ModelInstruments
 from service.model import Model
 from service.monitoring import ModelMonitor
@@ -36,6 +37,7 @@ class ServiceState:
     metrics_renderer: Any | None  # otel.openmetrics.OpenMetricsReader, or None when telemetry is disabled
     monitor: ModelMonitor | None = None  # None with MODELLENS_MONITORING=off
     shadow: ShadowScorer | None = None
+    faults: FaultInjector | None = None  # only with MODELLENS_FAULTS=1
 
     def close(self) -> None:
         """Finish background work (shadow scoring) before the process exits."""
@@ -77,6 +79,8 @@ def predict() -> Response:
             raise
         span.set_attribute("model.batch.size", len(rows))
     structlog.contextvars.bind_contextvars(rows=len(rows))
+    if state.faults is not None:
+        state.faults.run_stage(request.headers.get(FAULT_HEADER), span_attributes)
     with tracer.start_as_current_span("inference", attributes=span_attributes) as span:
         span.set_attribute("model.batch.size", len(rows))
         started = time.perf_counter()

@@ -10,6 +10,7 @@ from opentelemetry.trace import Tracer
 from otel.flask import FlaskTelemetry
 from otel.telemetry import Telemetry, installed
 from service import api
+from service.faults import FaultInjector, FaultPlan
 from service.instruments import ModelInstruments
 from service.model import Model, ModelLoadError, load_model
 from service.monitoring import ModelMonitor
@@ -53,6 +54,7 @@ def create_app(
         metrics_renderer=telemetry.metrics_reader,
         monitor=_monitor(settings, model, meter),
         shadow=_shadow(settings, model, meter, tracer),
+        faults=_faults(settings, meter, tracer),
     )
     _log.info(
         "model loaded",
@@ -97,3 +99,16 @@ def _shadow(settings: Settings, model: Model, meter: Meter, tracer: Tracer) -> S
         queue_limit=settings.shadow_queue,
         prediction_scale=scale,
     )
+
+
+def _faults(settings: Settings, meter: Meter, tracer: Tracer) -> FaultInjector | None:
+    if not settings.faults:
+        return None
+    plan = FaultPlan(
+        stage=settings.fault_stage,
+        latency_probability=settings.fault_latency_probability,
+        latency_seconds=settings.fault_latency_seconds,
+        error_rate=settings.fault_error_rate,
+    )
+    _log.warning("fault injection is ON: for rehearsals only", plan=str(plan))
+    return FaultInjector(plan, tracer, meter)

@@ -38,6 +38,11 @@ class Settings:
     shadow_model_dir: Path | None = None  # a challenger model scored off the request path
     shadow_workers: int = 1
     shadow_queue: int = 32  # requests waiting for the challenger; beyond this they are skipped and counted
+    faults: bool = False  # MODELLENS_FAULTS=1 enables fault injection (rehearsals only)
+    fault_stage: str = "feature_lookup"
+    fault_latency_probability: float = 0.0
+    fault_latency_seconds: float = 0.5
+    fault_error_rate: float = 0.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -57,6 +62,9 @@ class Settings:
         for name in ("port", "workers", "threads", "max_batch", "max_body_bytes", "shadow_workers", "shadow_queue"):
             if getattr(self, name) < 1:
                 raise SettingsError(f"{_PREFIX}{name.upper()} must be at least 1, got {getattr(self, name)}")
+        for name in ("fault_latency_probability", "fault_error_rate"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise SettingsError(f"{_PREFIX}{name.upper()} must be between 0 and 1, got {getattr(self, name)}")
         if self.port > 65535:
             raise SettingsError(f"{_PREFIX}PORT must be at most 65535, got {self.port}")
 
@@ -75,6 +83,11 @@ def _parse(name: str, kind: object, raw: str) -> Any:
             return int(raw)
         except ValueError:
             raise SettingsError(f"{variable} must be an integer, got {raw!r}") from None
+    if kind in (float, "float"):
+        try:
+            return float(raw)
+        except ValueError:
+            raise SettingsError(f"{variable} must be a number, got {raw!r}") from None
     if kind in (Path, "Path", "Path | None"):
         return Path(raw)
     if kind in (bool, "bool"):
