@@ -126,6 +126,14 @@ def model_card() -> Response:
     return jsonify(_state().model.card.to_dict())
 
 
+@blueprint.get("/model/reference")
+def model_reference() -> Response:
+    monitor = _state().monitor
+    if monitor is None:
+        raise Problem(status=404, title="No reference profile", detail="Monitoring is off (MODELLENS_MONITORING).")
+    return jsonify(monitor.profile.to_dict())
+
+
 @blueprint.get("/monitoring")
 def monitoring() -> Response:
     monitor = _state().monitor

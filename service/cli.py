@@ -1,4 +1,4 @@
-"""The `modellens` command: train a model, profile it, serve it."""
+"""The `modellens` command: train a model, profile it, serve it, send it traffic."""
 
 from __future__ import annotations
 
@@ -72,6 +72,12 @@ def _profile(args: argparse.Namespace) -> int:
     return 0
 
 
+def _loadgen(args: argparse.Namespace) -> int:
+    from service.loadgen import main_from_args
+
+    return main_from_args(args)
+
+
 def _serve(args: argparse.Namespace) -> int:
     overrides = {
         "MODELLENS_HOST": args.host,
@@ -109,6 +115,28 @@ def _parser() -> argparse.ArgumentParser:
     profile.add_argument("--data", required=True, help="CSV with the model's feature columns (the training data)")
     profile.add_argument("--bins", type=int, default=10, help="quantile bins per numeric feature")
     profile.set_defaults(handler=_profile)
+
+    loadgen = commands.add_parser("loadgen", help="send traffic with incident scenarios to a running service")
+    loadgen.add_argument("--url", default="http://127.0.0.1:8000", help="the service's base URL")
+    loadgen.add_argument("--scenario", default="steady", help="steady, drift, latency-spike, bad-input, feedback (a,b)")
+    loadgen.add_argument("--duration", type=float, default=60.0, help="seconds (ignored with --schedule)")
+    loadgen.add_argument(
+        "--schedule", help="phases, e.g. steady:300,drift+feedback:300 (default for compose: see docs)"
+    )
+    loadgen.add_argument("--rate", type=float, default=10.0, help="requests per second")
+    loadgen.add_argument("--batch", type=int, default=1, help="rows per request")
+    loadgen.add_argument("--concurrency", type=int, default=8)
+    loadgen.add_argument("--drift-features", help="comma-separated features to shift (default: first two numeric)")
+    loadgen.add_argument("--drift-shift", type=float, default=1.5, help="standard deviations at the end of drift")
+    loadgen.add_argument("--spike-fraction", type=float, default=0.3, help="share of requests slowed in a spike")
+    loadgen.add_argument("--spike-delay", type=float, default=0.5, help="seconds each slowed request waits")
+    loadgen.add_argument("--bad-fraction", type=float, default=0.2, help="share of bad requests in bad-input")
+    loadgen.add_argument("--feedback-delay", type=float, default=5.0, help="seconds before ground truth is sent")
+    loadgen.add_argument("--label-noise", type=float, default=0.1, help="noise on the reported ground truth")
+    loadgen.add_argument("--seed", type=int)
+    loadgen.add_argument("--json", action="store_true", help="print the summary as JSON")
+    loadgen.add_argument("--quiet", action="store_true", help="no progress lines")
+    loadgen.set_defaults(handler=_loadgen)
 
     serve = commands.add_parser("serve", help="serve a model with gunicorn (settings: MODELLENS_* variables)")
     serve.add_argument("--host")

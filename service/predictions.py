@@ -61,6 +61,7 @@ _FLUSH_TIMEOUT = 5.0  # how long a join waits for this process's queued predicti
 _MAX_BATCH_ROWS = 2000  # rows per write transaction, so waiting producers get room back soon
 _IN_CHUNK = 500  # ids per `IN (...)` query, well under SQLite's bound-variable limit
 _PURGE_CHUNK = 5000  # rows deleted per transaction, so other workers' writes interleave with a big purge
+_PURGE_PASS = 4 * _PURGE_CHUNK  # rows deleted per pass of the writer, so queued predictions wait little
 _INSERT_OP, _SHADOW_OP = 0, 1
 
 
@@ -390,8 +391,7 @@ class PredictionLog:
     # --- the writer thread --------------------------------------------------------------------------------
     def _run(self, connection: sqlite3.Connection) -> None:
         try:
-            self._purge_safely(connection)
-            next_purge, inserted = time.monotonic() + self._purge_interval, 0
+            next_purge, inserted = time.monotonic(), 0  # purge first: the file may have aged while we were down
             while True:
                 with self._lock:
                     while not self._queue and self._state == "open" and time.monotonic() < next_purge:
@@ -411,8 +411,10 @@ class PredictionLog:
                         self._done.notify_all()
                     inserted += rows
                 if inserted >= self._purge_every_rows or time.monotonic() >= next_purge:
-                    self._purge_safely(connection)
-                    next_purge, inserted = time.monotonic() + self._purge_interval, 0
+                    finished = self._purge_safely(connection)
+                    # A big backlog (after a long downtime) is purged a pass at a time, between write batches.
+                    next_purge = time.monotonic() + (self._purge_interval if finished else 0.0)
+                    inserted = 0
         except Exception:
             _log.exception("prediction log writer failed; predictions are no longer recorded", path=str(self.path))
         finally:
@@ -442,9 +444,9 @@ class PredictionLog:
             for record in payload:
                 try:
                     inserts.append(_row(record))
-                except Exception:  # a bug upstream; never log the record itself (it holds raw features)
+                except Exception as error:  # a bug upstream; log no message, it might quote a raw feature
                     self._dropped += 1
-                    _log.error("prediction not serializable; dropped", path=str(self.path), exc_info=True)
+                    _log.error("prediction not serializable; dropped", path=str(self.path), error=type(error).__name__)
         delay = 0.05
         while True:
             try:
@@ -462,27 +464,31 @@ class PredictionLog:
                 return False
             delay = min(2 * delay, 1.0)
 
-    def _purge_safely(self, connection: sqlite3.Connection) -> None:
+    def _purge_safely(self, connection: sqlite3.Connection) -> bool:
+        """One bounded purge pass; True when nothing is left to purge (or a retry can wait for the next pass)."""
         if self.retention_seconds is None and self.max_rows is None:
-            return
+            return True
         try:
-            deleted = self._purge(connection, time.time())
+            deleted = self._purge(connection, time.time(), budget=_PURGE_PASS)
         except sqlite3.Error as error:
             _log.warning("prediction log purge failed", path=str(self.path), error=str(error))
-            return
+            return True
         if deleted:
             _log.info("prediction log purged", path=str(self.path), rows=deleted)
+        return deleted < _PURGE_PASS
 
-    def _purge(self, connection: sqlite3.Connection, now: float) -> int:
+    def _purge(self, connection: sqlite3.Connection, now: float, budget: int | None = None) -> int:
         deleted = 0
+        left = math.inf if budget is None else budget
         if self.retention_seconds is not None:
             cutoff = now - self.retention_seconds
             query = "SELECT rowid, prediction_id FROM predictions WHERE created_at < ? ORDER BY created_at LIMIT ?"
-            while count := _delete_chunk(connection, query, (cutoff, _PURGE_CHUNK)):
+            while left > 0 and (count := _delete_chunk(connection, query, (cutoff, min(left, _PURGE_CHUNK)))):
                 deleted += count
-        if self.max_rows is not None:
+                left -= count
+        if self.max_rows is not None and left > 0:
             (rows,) = connection.execute("SELECT count(*) FROM predictions").fetchone()
-            excess = rows - self.max_rows
+            excess = min(rows - self.max_rows, left)
             query = "SELECT rowid, prediction_id FROM predictions ORDER BY created_at, rowid LIMIT ?"
             while excess > 0 and (count := _delete_chunk(connection, query, (min(excess, _PURGE_CHUNK),))):
                 deleted += count

@@ -1,0 +1,114 @@
+"""`modellens loadgen` against the real service: bounded runs, drift of exactly the chosen features, bad input."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import requests
+
+from service.cli import main
+from service.loadgen import LoadGenerator, Options, Phase, parse_schedule
+from tests.support.ports import free_port
+from tests.support.processes import ServiceProcess
+from tests.test_serving import serve
+
+
+class TestSchedule:
+    """Schedules name scenarios and durations; mistakes are explained."""
+
+    def test_parse(self) -> None:
+        assert parse_schedule("steady:30, drift+feedback:60") == [
+            Phase(frozenset({"steady"}), 30.0),
+            Phase(frozenset({"drift", "feedback"}), 60.0),
+        ]
+
+    @pytest.mark.parametrize("text", ["steady", "nope:10", "steady:-1", "steady:soon", ":10"])
+    def test_bad_schedules(self, text: str) -> None:
+        with pytest.raises(ValueError, match="schedule part"):
+            parse_schedule(text)
+
+    def test_cli_rejects_unknown_scenario(self, capsys: pytest.CaptureFixture[str]) -> None:
+        assert main(["loadgen", "--scenario", "chaos", "--url", "http://127.0.0.1:9"]) == 2
+        assert "unknown scenario" in capsys.readouterr().err
+
+    def test_cli_reports_unreachable_service(self, capsys: pytest.CaptureFixture[str]) -> None:
+        assert main(["loadgen", "--url", f"http://127.0.0.1:{free_port()}", "--duration", "1"]) == 2
+        assert "cannot reach the service" in capsys.readouterr().err
+
+
+@pytest.fixture
+def service(regression_model_dir: Path) -> Iterator[tuple[str, ServiceProcess]]:
+    port = free_port()
+    with serve(regression_model_dir, port, None, MODELLENS_FAULTS="1", MODELLENS_DRIFT_WINDOW="1h") as process:
+        yield f"http://127.0.0.1:{port}", process
+
+
+@pytest.mark.slow
+class TestAgainstTheService:
+    """Real gunicorn, real HTTP."""
+
+    def test_steady_run_stops_by_itself_at_the_rate(
+        self, service: tuple[str, ServiceProcess], capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        url, _ = service
+        code = main(
+            ["loadgen", "--url", url, "--scenario", "steady", "--rate", "20", "--duration", "5", "--json", "--quiet"]
+        )
+        assert code == 0
+        summary = json.loads(capsys.readouterr().out)
+        assert 80 <= summary["sent"] <= 120
+        assert summary["ok"] == summary["sent"]
+        assert 15 <= summary["rate"] <= 25
+        assert summary["latency_ms"]["p50"] > 0
+
+    def test_drift_raises_exactly_the_shifted_features(self, service: tuple[str, ServiceProcess]) -> None:
+        url, _ = service
+        generator = LoadGenerator(
+            url,
+            [Phase(frozenset({"drift"}), 6.0)],
+            rate=40,
+            options=Options(batch=10, drift_features=("bmi", "s5"), drift_shift=3.0),
+            seed=1,
+        )
+        generator.run()
+        summary = requests.get(f"{url}/monitoring", timeout=10).json()
+        drifted = {name for name, feature in summary["features"].items() if feature["psi"] > 0.25}
+        assert drifted == {"bmi", "s5"}
+        assert all(feature["psi"] < 0.1 for name, feature in summary["features"].items() if name not in drifted)
+
+    def test_bad_input_is_answered_with_problems_and_counted(self, service: tuple[str, ServiceProcess]) -> None:
+        url, _ = service
+        generator = LoadGenerator(
+            url, [Phase(frozenset({"bad-input"}), 4.0)], rate=50, options=Options(bad_fraction=0.5), seed=2
+        )
+        summary = generator.run().as_dict()
+        bad = summary["bad_input_sent"]
+        rejected = sum(n for kind, n in bad.items() if kind != "out_of_range")
+        assert rejected > 10
+        assert summary["by_status"].get("400", 0) == bad.get("malformed", 0)
+        assert summary["by_status"].get("422", 0) == rejected - bad.get("malformed", 0)
+        monitoring = requests.get(f"{url}/monitoring", timeout=10).json()
+        # Rejected rows are counted except malformed bodies, which have no rows to count.
+        assert monitoring["rows_rejected"] == rejected - bad.get("malformed", 0)
+        above = sum(f["quality_issues"].get("above_max", 0) for f in monitoring["features"].values())
+        assert above >= bad.get("out_of_range", 0)
+
+    def test_latency_spike_slows_requests_when_faults_are_on(self, service: tuple[str, ServiceProcess]) -> None:
+        url, process = service
+        generator = LoadGenerator(
+            url,
+            [Phase(frozenset({"latency-spike"}), 3.0)],
+            rate=20,
+            options=Options(spike_fraction=0.5, spike_delay=0.3),
+            seed=3,
+        )
+        summary = generator.run()
+        assert summary.spikes_sent > 5
+        slow = [latency for latency in summary.latencies if latency >= 0.3]
+        assert len(slow) == summary.spikes_sent
+        fault_lines = [line for line in process.stdout_lines() if '"fault injected"' in line]
+        assert len(fault_lines) == summary.spikes_sent
+        assert all('"trace_id"' in line for line in fault_lines)
