@@ -178,14 +178,10 @@ class TestContentVersion:
         assert content_version(b"model", _card()) != content_version(b"model!", _card())
 
     def test_card_content_changes_the_version(self) -> None:
-        assert content_version(b"model", _card()) != content_version(
-            b"model", _card(metrics={"accuracy": 0.5})
-        )
+        assert content_version(b"model", _card()) != content_version(b"model", _card(metrics={"accuracy": 0.5}))
 
     def test_run_details_do_not_change_the_version(self) -> None:
-        rerun = _card(
-            version="ba9876543210", trained_at="2027-01-01T00:00:00Z", training_duration_seconds=9.0
-        )
+        rerun = _card(version="ba9876543210", trained_at="2027-01-01T00:00:00Z", training_duration_seconds=9.0)
         assert content_version(b"model", _card()) == content_version(b"model", rerun)
 
     def test_stable_across_a_json_round_trip(self, tmp_path: Path) -> None:

@@ -48,9 +48,7 @@ class TestLoadBundled:
         ("name", "classes", "rows"),
         [("breast_cancer", ("benign", "malignant"), 569), ("wine", ("class_0", "class_1", "class_2"), 178)],
     )
-    def test_classification_targets_are_class_names(
-        self, name: str, classes: tuple[str, ...], rows: int
-    ) -> None:
+    def test_classification_targets_are_class_names(self, name: str, classes: tuple[str, ...], rows: int) -> None:
         dataset = load_bundled(name)
         assert dataset.task == "classification"
         assert dataset.class_names == classes
@@ -86,9 +84,7 @@ class TestLoadCsv:
         assert frame["size"].isna().sum() == 9
         assert frame["colour"].isna().sum() == 12
         assert {type(value) for value in frame["colour"].dropna()} == {str}
-        assert all(
-            isinstance(value, float) and np.isnan(value) for value in frame["colour"][frame["colour"].isna()]
-        )
+        assert all(isinstance(value, float) and np.isnan(value) for value in frame["colour"][frame["colour"].isna()])
 
     @pytest.mark.parametrize(
         ("target", "task"),

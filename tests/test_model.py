@@ -167,9 +167,7 @@ class TestRefusedArtifacts:
     def test_retrained_model_file_is_refused(self, artifact: Path) -> None:
         # A model of the same shape and classes, trained on other rows: only the hash tells them apart.
         train_split, _ = split_dataset(load_bundled("wine"), seed=7)
-        _replace_model(
-            artifact, fit_pipeline(train_split, ModelCard.load(artifact).features), reversion=False
-        )
+        _replace_model(artifact, fit_pipeline(train_split, ModelCard.load(artifact).features), reversion=False)
         with pytest.raises(ModelLoadError, match=f"{MODEL_FILE}: content hash .* does not match"):
             load_model(artifact)
 
@@ -186,9 +184,7 @@ class TestRefusedArtifacts:
         with pytest.raises(ModelLoadError, match=MODEL_FILE):
             load_model(artifact)
 
-    @pytest.mark.parametrize(
-        ("content", "problem"), [(b"", "file is empty"), (b"not a zip", "not a valid skops")]
-    )
+    @pytest.mark.parametrize(("content", "problem"), [(b"", "file is empty"), (b"not a zip", "not a valid skops")])
     def test_not_a_skops_file(self, artifact: Path, content: bytes, problem: str) -> None:
         (artifact / MODEL_FILE).write_bytes(content)
         with pytest.raises(ModelLoadError, match=problem):

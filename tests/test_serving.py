@@ -64,7 +64,17 @@ class Traffic:
     other: int = 0
 
 
-def send(http: requests.Session, base: str, card: ModelCard, traffic: Traffic, *, single: int, batches: int, bad: int, other: int) -> None:
+def send(
+    http: requests.Session,
+    base: str,
+    card: ModelCard,
+    traffic: Traffic,
+    *,
+    single: int,
+    batches: int,
+    bad: int,
+    other: int,
+) -> None:
     """Known traffic: single-row and 4-row predictions, rejected requests, and GET /model."""
     for i in range(single):
         response = http.post(f"{base}/predict", json={"instances": [instance(card, (i % 10) / 10)]}, timeout=10)
@@ -151,7 +161,9 @@ class TestPrometheusScrapesTheService:
     def test_average_latency_and_p95(self, stack: Stack) -> None:
         selector = '{http_route="/predict",http_response_status_code="200"}'
         stack.prometheus.wait_for(f"sum(http_server_request_duration_seconds_count{selector})")
-        durations = sorted(e["duration_ms"] / 1000 for e in stack.access_lines() if e["status"] == 200 and e["route"] == "/predict")
+        durations = sorted(
+            e["duration_ms"] / 1000 for e in stack.access_lines() if e["status"] == 200 and e["route"] == "/predict"
+        )
         assert len(durations) == len(stack.traffic.trace_ids)
         average = stack.prometheus.query(
             f"sum(rate(http_server_request_duration_seconds_sum{selector}[1m]))"
@@ -211,7 +223,11 @@ class TestOTLPPush:
             return any(e.trace_id in stack.traffic.trace_ids for p in points for e in p.exemplars)
 
         stack.otlp.wait_for(has_exemplar)
-        point = next(p for p in stack.otlp.metrics("http.server.request.duration") if p.attributes.get("http.route") == "/predict")
+        point = next(
+            p
+            for p in stack.otlp.metrics("http.server.request.duration")
+            if p.attributes.get("http.route") == "/predict"
+        )
         assert point.unit == "s" and point.temporality == "cumulative"
         assert point.explicit_bounds == list(SECONDS_BUCKETS)
 
@@ -222,7 +238,9 @@ class TestOTLPPush:
         assert access and all(rec.trace_id and len(rec.trace_id) == 32 for rec in access)
         for record in access:
             assert not any(key.startswith("_") for key in record.attributes)
-        predict = [rec for rec in access if rec.attributes.get("route") == "/predict" and rec.attributes["status"] == 200]
+        predict = [
+            rec for rec in access if rec.attributes.get("route") == "/predict" and rec.attributes["status"] == 200
+        ]
         assert {rec.trace_id for rec in predict} == wanted
 
 
@@ -235,10 +253,16 @@ class TestShutdown:
         # Batches would wait a minute: only the worker-exit flush can deliver them in time.
         slow_export = {"OTEL_BSP_SCHEDULE_DELAY": "60000", "OTEL_BLRP_SCHEDULE_DELAY": "60000"}
         with OTLPReceiver() as otlp, serve(regression_model_dir, port, otlp, **slow_export) as service:
-            response = requests.post(f"http://127.0.0.1:{port}/predict", json={"instances": [instance(card)]}, timeout=10)
+            response = requests.post(
+                f"http://127.0.0.1:{port}/predict", json={"instances": [instance(card)]}, timeout=10
+            )
             trace_id = response.headers["X-Trace-Id"]
             time.sleep(0.5)
             assert not [s for s in otlp.spans() if s.trace_id == trace_id]
             assert service.terminate() == 0
-            assert {s.name for s in otlp.spans() if s.trace_id == trace_id} == {"POST /predict", "validate", "inference"}
+            assert {s.name for s in otlp.spans() if s.trace_id == trace_id} == {
+                "POST /predict",
+                "validate",
+                "inference",
+            }
             assert [r.body for r in otlp.log_records() if r.trace_id == trace_id] == ["request"]
