@@ -9,13 +9,17 @@ from typing import Any
 
 import structlog
 from flask import Blueprint, Response, current_app, jsonify, request
+from opentelemetry import trace
 from opentelemetry.trace import Tracer
 
 from service.faults import FAULT_HEADER, FaultInjector
+from service.feedback import FeedbackInstruments, parse_feedback, summarize
 from service.instruments import ModelInstruments
 from service.model import Model
 from service.monitoring import ModelMonitor
+from service.predictions import PredictionLog, PredictionRecord
 from service.problems import Problem
+from service.profile import slice_label
 from service.settings import Settings
 from service.shadow import ShadowScorer
 from service.validation import parse_body, parse_instances
@@ -38,11 +42,15 @@ class ServiceState:
     monitor: ModelMonitor | None = None  # None with MODELLENS_MONITORING=off
     shadow: ShadowScorer | None = None
     faults: FaultInjector | None = None  # only with MODELLENS_FAULTS=1
+    predictions: PredictionLog | None = None  # None with MODELLENS_PREDICTION_LOG=off
+    feedback: FeedbackInstruments | None = None
 
     def close(self) -> None:
-        """Finish background work (shadow scoring) before the process exits."""
+        """Finish background work before the process exits: shadow scoring, then the prediction log's writes."""
         if self.shadow is not None:
             self.shadow.close()
+        if self.predictions is not None:
+            self.predictions.close()
 
 
 def _state() -> ServiceState:
@@ -93,13 +101,65 @@ def predict() -> Response:
     if state.monitor is not None:
         state.monitor.observe(rows, raw)
     prediction_ids = _new_ids(len(rows))
+    predictions = model.to_python(raw)
+    if state.predictions is not None:
+        _log_predictions(state, payload["instances"], rows, predictions, prediction_ids)
     if state.shadow is not None:
         state.shadow.submit(rows, raw, prediction_ids)
     return jsonify(
-        predictions=model.to_python(raw),
+        predictions=predictions,
         prediction_ids=prediction_ids,
         model={"name": card.name, "version": card.version},
     )
+
+
+def _log_predictions(
+    state: ServiceState, instances: list[dict[str, Any]], rows: Any, predictions: list[Any], ids: list[str]
+) -> None:
+    """Hand the rows to the prediction log before the 200 goes out (the log never drops what it was given)."""
+    assert state.predictions is not None
+    card = state.model.card
+    span_context = trace.get_current_span().get_span_context()
+    trace_id = format(span_context.trace_id, "032x") if span_context.is_valid else None
+    now = time.time()
+    slice_columns = [(name, card.feature_names.index(name)) for name in state.settings.slice_features]
+    state.predictions.record(
+        [
+            PredictionRecord(
+                prediction_id=prediction_id,
+                trace_id=trace_id,
+                created_at=now,
+                model_name=card.name,
+                model_version=card.version,
+                inputs=instance,
+                prediction=prediction,
+                slices={name: slice_label(row[column]) for name, column in slice_columns} if slice_columns else None,
+            )
+            for prediction_id, instance, row, prediction in zip(ids, instances, rows, predictions, strict=True)
+        ]
+    )
+
+
+@blueprint.post("/feedback")
+def feedback() -> Response:
+    state = _state()
+    if state.predictions is None or state.feedback is None:
+        raise Problem(
+            status=404, title="Feedback is off", detail="The prediction log is off (MODELLENS_PREDICTION_LOG)."
+        )
+    _require_json()
+    with state.tracer.start_as_current_span("join feedback", attributes={"model.name": state.model.card.name}) as span:
+        items = parse_feedback(parse_body(request.get_data(cache=False)), state.model.card, state.settings.max_batch)
+        result = state.predictions.add_feedback(items)
+        state.feedback.record(result)
+        span.set_attributes(
+            {"feedback.joined": len(result.joined), "feedback.unknown": len(result.unknown_ids),
+             "feedback.duplicate": len(result.duplicate_ids)}
+        )  # fmt: skip
+    structlog.contextvars.bind_contextvars(rows=len(items))
+    if result.unknown_ids or result.duplicate_ids:
+        _log.info("feedback not joined", unknown=len(result.unknown_ids), duplicate=len(result.duplicate_ids))
+    return jsonify(summarize(result))
 
 
 def _new_ids(count: int) -> list[str]:
@@ -140,9 +200,11 @@ def monitoring() -> Response:
     if monitor is None:
         raise Problem(status=404, title="Monitoring is off", detail="Set MODELLENS_MONITORING=on to enable it.")
     summary = monitor.snapshot()
-    shadow = _state().shadow
-    if shadow is not None:
-        summary["shadow"] = shadow.summary()
+    state = _state()
+    if state.shadow is not None:
+        summary["shadow"] = state.shadow.summary()
+    if state.feedback is not None:
+        summary["realized_performance"] = state.feedback.summary()
     return jsonify(summary)
 
 

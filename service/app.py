@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+from typing import Any
+
 import structlog
 from flask import Flask
 from opentelemetry.metrics import Meter
@@ -11,9 +14,11 @@ from otel.flask import FlaskTelemetry
 from otel.telemetry import Telemetry, installed
 from service import api
 from service.faults import FaultInjector, FaultPlan
+from service.feedback import FeedbackInstruments
 from service.instruments import ModelInstruments
 from service.model import Model, ModelLoadError, load_model
 from service.monitoring import ModelMonitor
+from service.predictions import PredictionLog
 from service.problems import register_error_handlers
 from service.profile import PROFILE_FILE, ReferenceProfile
 from service.settings import Settings
@@ -56,6 +61,18 @@ def create_app(
         shadow=_shadow(settings, model, meter, tracer),
         faults=_faults(settings, meter, tracer),
     )
+    state = app.extensions["modellens"]
+    path = settings.prediction_log_path
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        state.predictions = PredictionLog(
+            path,
+            retention_seconds=settings.prediction_log_retention_seconds,
+            max_rows=settings.prediction_log_max_rows,
+        ).open()
+        state.feedback = FeedbackInstruments(meter, card, settings.slice_features)
+        if state.shadow is not None:
+            state.shadow.on_result = _shadow_logger(state.predictions)
     _log.info(
         "model loaded",
         model_name=card.name,
@@ -112,3 +129,11 @@ def _faults(settings: Settings, meter: Meter, tracer: Tracer) -> FaultInjector |
     )
     _log.warning("fault injection is ON: for rehearsals only", plan=str(plan))
     return FaultInjector(plan, tracer, meter)
+
+
+def _shadow_logger(log: PredictionLog) -> Callable[[Sequence[str], Any], None]:
+    def record(prediction_ids: Sequence[str], challenger: Any) -> None:
+        for prediction_id, value in zip(prediction_ids, challenger.tolist(), strict=True):
+            log.record_shadow(prediction_id, value)
+
+    return record

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import re
+import threading
 from collections import defaultdict
 from collections.abc import Sequence
 from typing import Any
@@ -13,7 +14,7 @@ from opentelemetry.metrics import Counter, Meter
 from service.card import ModelCard
 from service.predictions import FeedbackItem, FeedbackResult, JoinedLabel
 from service.problems import FieldError, Problem
-from service.validation import _escape, _json_type
+from service.validation import escape_pointer, json_type
 
 __all__ = ["DELAY_BUCKETS", "FeedbackInstruments", "parse_feedback", "summarize"]
 
@@ -30,6 +31,8 @@ _PREDICTION_ID = re.compile(r"[0-9a-fA-F]{32}")
 _MAX_ERRORS = 1000
 _CLASSES_IN_REASON = 10
 
+_Sums = defaultdict[tuple[tuple[str, str], ...], float]  # attribute items of one series → amount to add
+
 
 def parse_feedback(payload: Any, card: ModelCard, max_items: int) -> list[FeedbackItem]:
     """Validate `{"feedback": [{"prediction_id": ..., "actual": ...}, ...]}` against the card.
@@ -39,11 +42,11 @@ def parse_feedback(payload: Any, card: ModelCard, max_items: int) -> list[Feedba
     is a 422 problem naming it by JSON Pointer; more items than `max_items` is a 413.
     """
     if not isinstance(payload, dict):
-        raise _invalid([FieldError("", f"expected a JSON object with a {_KEY!r} array, got {_json_type(payload)}")])
+        raise _invalid([FieldError("", f"expected a JSON object with a {_KEY!r} array, got {json_type(payload)}")])
     items = payload.get(_KEY)
-    errors = [FieldError("/" + _escape(name), "unknown member") for name in payload if name != _KEY]
+    errors = [FieldError("/" + escape_pointer(name), "unknown member") for name in payload if name != _KEY]
     if not isinstance(items, list):
-        got = "nothing" if _KEY not in payload else _json_type(items)
+        got = "nothing" if _KEY not in payload else json_type(items)
         raise _invalid([FieldError(f"/{_KEY}", f"expected an array of objects, got {got}"), *errors])
     if not items:
         raise _invalid([FieldError(f"/{_KEY}", "expected at least one label"), *errors])
@@ -61,11 +64,13 @@ def parse_feedback(payload: Any, card: ModelCard, max_items: int) -> list[Feedba
     for index, item in enumerate(items):
         pointer = f"/{_KEY}/{index}"
         if type(item) is not dict:
-            errors.append(FieldError(pointer, f"expected an object, got {_json_type(item)}"))
+            errors.append(FieldError(pointer, f"expected an object, got {json_type(item)}"))
         elif len(item) != len(_MEMBERS) or not all(name in item for name in _MEMBERS):
             errors += [FieldError(f"{pointer}/{name}", "missing member") for name in _MEMBERS if name not in item]
             errors += [
-                FieldError(f"{pointer}/{_escape(name)}", "unknown member") for name in item if name not in _MEMBERS
+                FieldError(f"{pointer}/{escape_pointer(name)}", "unknown member")
+                for name in item
+                if name not in _MEMBERS
             ]
         else:
             prediction_id, actual = item["prediction_id"], item["actual"]
@@ -152,16 +157,35 @@ class FeedbackInstruments:
                 description="Joined labels by actual and predicted class: the confusion matrix.",
             )
         self._start_at_zero()
+        self._lock = threading.Lock()
+        self._totals: dict[str, float] = defaultdict(float)
+
+    def summary(self) -> dict[str, Any]:
+        """Realized performance since start-up, for `GET /monitoring` (windows are PromQL's job)."""
+        with self._lock:
+            totals = dict(self._totals)
+        labels = totals.get("labels", 0.0)
+        summary: dict[str, Any] = {
+            "labels": int(labels),
+            "unknown_ids": int(totals.get("unknown", 0)),
+            "duplicate_ids": int(totals.get("duplicate", 0)),
+        }
+        if self._regression:
+            summary["mae"] = totals.get("absolute", 0.0) / labels if labels else None
+            summary["rmse"] = math.sqrt(totals.get("squared", 0.0) / labels) if labels else None
+        else:
+            summary["accuracy"] = totals.get("correct", 0.0) / labels if labels else None
+        return summary
 
     def record(self, result: FeedbackResult) -> None:
         """Count one request's joined labels (summed per series first) and its rejected ids."""
-        labels: defaultdict[tuple[tuple[str, str], ...], float] = defaultdict(float)
-        absolute: defaultdict[tuple[tuple[str, str], ...], float] = defaultdict(float)
-        squared: defaultdict[tuple[tuple[str, str], ...], float] = defaultdict(float)
-        slice_labels: defaultdict[tuple[tuple[str, str], ...], float] = defaultdict(float)
-        slice_absolute: defaultdict[tuple[tuple[str, str], ...], float] = defaultdict(float)
-        slice_squared: defaultdict[tuple[tuple[str, str], ...], float] = defaultdict(float)
-        confusion: defaultdict[tuple[tuple[str, str], ...], float] = defaultdict(float)
+        labels: _Sums = defaultdict(float)
+        absolute: _Sums = defaultdict(float)
+        squared: _Sums = defaultdict(float)
+        slice_labels: _Sums = defaultdict(float)
+        slice_absolute: _Sums = defaultdict(float)
+        slice_squared: _Sums = defaultdict(float)
+        confusion: _Sums = defaultdict(float)
         for label in result.joined:
             model = (("model.name", label.model_name), ("model.version", label.model_version))
             self.delay.record(label.delay_seconds, dict(model))
@@ -194,6 +218,13 @@ class FeedbackInstruments:
             _add(self.slice_squared_error, slice_squared)
         else:
             _add(self.class_labels, confusion)
+        with self._lock:
+            self._totals["labels"] += sum(labels.values())
+            self._totals["correct"] += sum(n for key, n in labels.items() if ("outcome", "correct") in key)
+            self._totals["absolute"] += sum(absolute.values())
+            self._totals["squared"] += sum(squared.values())
+            self._totals["unknown"] += len(result.unknown_ids)
+            self._totals["duplicate"] += len(result.duplicate_ids)
         if result.unknown_ids:
             self.rejected.add(len(result.unknown_ids), {**self._current, "reason": "unknown_id"})
         if result.duplicate_ids:
@@ -224,7 +255,7 @@ class FeedbackInstruments:
                 self.class_labels.add(0, {**self._current, "actual_class": actual, "predicted_class": predicted})
 
 
-def _add(counter: Counter, sums: dict[tuple[tuple[str, str], ...], float]) -> None:
+def _add(counter: Counter, sums: _Sums) -> None:
     for attributes, value in sums.items():
         counter.add(value, dict(attributes))
 
@@ -235,7 +266,7 @@ def _is_number(value: Any) -> bool:
 
 def _check_id(value: Any) -> str | None:
     if type(value) is not str:
-        return f"expected a string, got {_json_type(value)}"
+        return f"expected a string, got {json_type(value)}"
     if not _PREDICTION_ID.fullmatch(value):
         return "expected the 32 hexadecimal characters /predict returned"
     return None
@@ -247,12 +278,12 @@ def _check_number(value: Any, card: ModelCard, classes: frozenset[str]) -> str |
         return None if math.isfinite(value) else "must be a finite number"
     if kind is int:
         return None if abs(value) < 1e308 else "number out of range"
-    return f"expected a number ({card.target}), got {_json_type(value)}"
+    return f"expected a number ({card.target}), got {json_type(value)}"
 
 
 def _check_class(value: Any, card: ModelCard, classes: frozenset[str]) -> str | None:
     if type(value) is not str:
-        return f"expected a class label (string), got {_json_type(value)}"
+        return f"expected a class label (string), got {json_type(value)}"
     if value in classes:
         return None
     shown = ", ".join(repr(label[:32]) for label in card.classes[:_CLASSES_IN_REASON])

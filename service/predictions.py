@@ -364,6 +364,7 @@ class PredictionLog:
             return self._purge(connection, time.time() if now is None else now)
 
     def stats(self) -> LogStats:
+        """Counts for diagnostics (`rows` is a full count: not for the request path)."""
         with self._reading() as connection:
             rows, oldest = connection.execute("SELECT count(*), min(created_at) FROM predictions").fetchone()
         with self._lock:

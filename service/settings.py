@@ -38,6 +38,9 @@ class Settings:
     shadow_model_dir: Path | None = None  # a challenger model scored off the request path
     shadow_workers: int = 1
     shadow_queue: int = 32  # requests waiting for the challenger; beyond this they are skipped and counted
+    prediction_log: str = ""  # SQLite path; empty: <model_dir>/predictions.sqlite3; "off": no log, no /feedback
+    prediction_log_retention_seconds: float = 30 * 86400.0  # predictions older than this are purged
+    prediction_log_max_rows: int = 5_000_000  # and the oldest beyond this many rows
     faults: bool = False  # MODELLENS_FAULTS=1 enables fault injection (rehearsals only)
     fault_stage: str = "feature_lookup"
     fault_latency_probability: float = 0.0
@@ -59,7 +62,8 @@ class Settings:
         return settings
 
     def validate(self) -> None:
-        for name in ("port", "workers", "threads", "max_batch", "max_body_bytes", "shadow_workers", "shadow_queue"):
+        for name in ("port", "workers", "threads", "max_batch", "max_body_bytes", "shadow_workers", "shadow_queue",
+                     "prediction_log_max_rows"):  # fmt: skip
             if getattr(self, name) < 1:
                 raise SettingsError(f"{_PREFIX}{name.upper()} must be at least 1, got {getattr(self, name)}")
         for name in ("fault_latency_probability", "fault_error_rate"):
@@ -67,6 +71,12 @@ class Settings:
                 raise SettingsError(f"{_PREFIX}{name.upper()} must be between 0 and 1, got {getattr(self, name)}")
         if self.port > 65535:
             raise SettingsError(f"{_PREFIX}PORT must be at most 65535, got {self.port}")
+
+    @property
+    def prediction_log_path(self) -> Path | None:
+        if self.prediction_log.strip().lower() == "off":
+            return None
+        return Path(self.prediction_log) if self.prediction_log else self.model_dir / "predictions.sqlite3"
 
     @property
     def slice_features(self) -> tuple[str, ...]:

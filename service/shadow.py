@@ -53,7 +53,7 @@ class ShadowScorer:
             raise ValueError(f"the shadow model is a {challenger.card.task} model, the live one {live.card.task}")
         self.challenger, self.live = challenger, live
         self._tracer = tracer
-        self._on_result = on_result
+        self.on_result = on_result
         self._slots = threading.BoundedSemaphore(queue_limit)
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="shadow")
         self._attributes = {
@@ -137,8 +137,8 @@ class ShadowScorer:
                     return
                 self._duration.record(time.perf_counter() - started, self._attributes)
                 self._compare(live, challenger)
-                if self._on_result is not None:
-                    self._on_result(prediction_ids, challenger)
+                if self.on_result is not None:
+                    self.on_result(prediction_ids, challenger)
         finally:
             self._slots.release()
 

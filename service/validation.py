@@ -11,7 +11,7 @@ import numpy as np
 from service.card import ModelCard
 from service.problems import FieldError, Problem
 
-__all__ = ["parse_body", "parse_instances"]
+__all__ = ["escape_pointer", "json_type", "parse_body", "parse_instances"]
 
 _MAX_KEY_IN_POINTER = 64
 
@@ -37,12 +37,12 @@ def parse_instances(payload: Any, card: ModelCard, max_batch: int, key: str = "i
     by a JSON Pointer. More rows than `max_batch` is a 413.
     """
     if not isinstance(payload, dict):
-        raise _invalid([FieldError("", f"expected a JSON object with an {key!r} array, got {_json_type(payload)}")])
+        raise _invalid([FieldError("", f"expected a JSON object with an {key!r} array, got {json_type(payload)}")])
     instances = payload.get(key)
     unknown_top = [name for name in payload if name != key]
     errors = [FieldError(_pointer(name), "unknown member") for name in unknown_top]
     if not isinstance(instances, list):
-        got = "nothing" if key not in payload else _json_type(instances)
+        got = "nothing" if key not in payload else json_type(instances)
         errors.insert(0, FieldError(f"/{key}", f"expected an array of objects, got {got}"))
         raise _invalid(errors)
     if not instances:
@@ -61,7 +61,7 @@ def parse_instances(payload: Any, card: ModelCard, max_batch: int, key: str = "i
     rows: list[list[Any]] = []
     for index, row in enumerate(instances):
         if type(row) is not dict:
-            errors.append(FieldError(f"/{key}/{index}", f"expected an object, got {_json_type(row)}"))
+            errors.append(FieldError(f"/{key}/{index}", f"expected an object, got {json_type(row)}"))
             continue
         if len(row) != len(features) or not names.issuperset(row):
             errors.extend(_key_errors(row, card, f"/{key}/{index}"))
@@ -74,7 +74,7 @@ def parse_instances(payload: Any, card: ModelCard, max_batch: int, key: str = "i
             problem = _check(value, is_numeric)
             if problem is not None:
                 code, reason = problem
-                errors.append(FieldError(f"/{key}/{index}/{_escape(spec.name)}", reason, spec.name, code))
+                errors.append(FieldError(f"/{key}/{index}/{escape_pointer(spec.name)}", reason, spec.name, code))
             elif value is None:
                 values.append(math.nan if is_numeric else None)
             else:
@@ -97,20 +97,20 @@ def _check(value: Any, is_numeric: bool) -> tuple[str, str] | None:
             return None if math.isfinite(value) else ("non_finite", "must be a finite number")
         if kind is int:
             return None if abs(value) < 1e308 else ("non_finite", "number out of range")
-        return "wrong_type", f"expected a number, got {_json_type(value)}"
+        return "wrong_type", f"expected a number, got {json_type(value)}"
     if kind is str:
         return None
-    return "wrong_type", f"expected a string, got {_json_type(value)}"
+    return "wrong_type", f"expected a string, got {json_type(value)}"
 
 
 def _key_errors(row: dict[str, Any], card: ModelCard, pointer: str) -> list[FieldError]:
     errors = [
-        FieldError(f"{pointer}/{_escape(name)}", "missing feature", name, "missing")
+        FieldError(f"{pointer}/{escape_pointer(name)}", "missing feature", name, "missing")
         for name in card.feature_names
         if name not in row
     ]
     known = set(card.feature_names)
-    errors += [FieldError(f"{pointer}/{_escape(name)}", "unknown feature") for name in row if name not in known]
+    errors += [FieldError(f"{pointer}/{escape_pointer(name)}", "unknown feature") for name in row if name not in known]
     return errors
 
 
@@ -126,17 +126,17 @@ def _invalid(errors: list[FieldError]) -> Problem:
 
 
 def _pointer(name: str) -> str:
-    return "/" + _escape(name)
+    return "/" + escape_pointer(name)
 
 
-def _escape(name: str) -> str:
+def escape_pointer(name: str) -> str:
     """A JSON Pointer segment (RFC 6901), truncated so a megabyte-long key is not echoed back."""
     if len(name) > _MAX_KEY_IN_POINTER:
         name = name[:_MAX_KEY_IN_POINTER] + "…"
     return name.replace("~", "~0").replace("/", "~1")
 
 
-def _json_type(value: Any) -> str:
+def json_type(value: Any) -> str:
     if value is None:
         return "null"
     if isinstance(value, bool):

@@ -91,13 +91,21 @@ def telemetry() -> Iterator[InMemoryTelemetry]:
 
 # --- the app --------------------------------------------------------------------------------------------------
 @pytest.fixture
-def settings(regression_model_dir: Path) -> Settings:
-    return Settings.from_env({}, model_dir=regression_model_dir, max_batch=50, max_body_bytes=64 * 1024)
+def settings(regression_model_dir: Path, tmp_path: Path) -> Settings:
+    return Settings.from_env(
+        {},
+        model_dir=regression_model_dir,
+        max_batch=50,
+        max_body_bytes=64 * 1024,
+        prediction_log=str(tmp_path / "predictions.sqlite3"),
+    )
 
 
 @pytest.fixture
-def app(settings: Settings, telemetry: InMemoryTelemetry) -> Flask:
-    return create_app(settings, telemetry=telemetry.telemetry)
+def app(settings: Settings, telemetry: InMemoryTelemetry) -> Iterator[Flask]:
+    app = create_app(settings, telemetry=telemetry.telemetry)
+    yield app
+    app.extensions["modellens"].close()
 
 
 @pytest.fixture

@@ -112,3 +112,18 @@ class TestAgainstTheService:
         fault_lines = [line for line in process.stdout_lines() if '"fault injected"' in line]
         assert len(fault_lines) == summary.spikes_sent
         assert all('"trace_id"' in line for line in fault_lines)
+
+
+@pytest.mark.slow
+def test_feedback_scenario_produces_realized_performance(service: tuple[str, ServiceProcess]) -> None:
+    """Ground truth sent a second after each prediction joins and shows up as realized performance."""
+    url, _ = service
+    generator = LoadGenerator(
+        url, [Phase(frozenset({"steady", "feedback"}), 5.0)], rate=20, options=Options(feedback_delay=1.0), seed=4
+    )
+    summary = generator.run().as_dict()
+    assert summary["feedback"]["accepted"] >= 40  # everything due before the end of the run
+    assert summary["feedback"]["accepted"] == summary["feedback"]["sent"]
+    realized = requests.get(f"{url}/monitoring", timeout=10).json()["realized_performance"]
+    assert realized["labels"] == summary["feedback"]["accepted"]
+    assert realized["mae"] > 0

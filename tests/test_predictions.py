@@ -1,0 +1,383 @@
+"""The prediction log on a real SQLite file: writes, joins, restarts, back-pressure, retention, sharing."""
+
+from __future__ import annotations
+
+import math
+import os
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import closing
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from service import predictions
+from service.predictions import FeedbackItem, PredictionLog, PredictionRecord
+
+VERSION = "0123456789ab"
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _id() -> str:
+    return os.urandom(16).hex()
+
+
+def _records(count: int, *, created_at: float | None = None, **fields: Any) -> list[PredictionRecord]:
+    now = time.time() if created_at is None else created_at
+    return [
+        PredictionRecord(
+            prediction_id=_id(),
+            trace_id=fields.get("trace_id", "4bf92f3577b34da6a3ce929d0e0e4736"),
+            created_at=now,
+            model_name="diabetes",
+            model_version=fields.get("model_version", VERSION),
+            inputs=fields.get("inputs", {"age": 0.01 * i, "sex": "F"}),
+            prediction=fields.get("prediction", float(i)),
+            slices=fields.get("slices"),
+        )
+        for i in range(count)
+    ]
+
+
+def _open(path: Path, **kwargs: Any) -> PredictionLog:
+    options: dict[str, Any] = {"retention_seconds": None, "max_rows": None, **kwargs}
+    return PredictionLog(path, **options).open()
+
+
+def _record_one_by_one(log: PredictionLog, records: list[PredictionRecord], size: int) -> None:
+    """Record in requests of `size` rows, as a stream of /predict calls would."""
+    for start in range(0, len(records), size):
+        log.record(records[start : start + size])
+
+
+def _count(path: Path, table: str) -> int:
+    with closing(sqlite3.connect(path)) as connection:
+        (count,) = connection.execute(f"SELECT count(*) FROM {table}").fetchone()
+    return int(count)
+
+
+@pytest.fixture
+def path(tmp_path: Path) -> Path:
+    return tmp_path / "log" / "predictions.db"
+
+
+@pytest.fixture
+def log(path: Path) -> Iterator[PredictionLog]:
+    with PredictionLog(path, retention_seconds=None, max_rows=None) as opened:
+        yield opened
+
+
+class TestRecordAndLookup:
+    """Recorded rows come back from `lookup` exactly, with missing numeric inputs as null."""
+
+    def test_round_trip(self, log: PredictionLog) -> None:
+        record = _records(1, inputs={"age": math.nan, "bmi": np.float64(0.5), "sex": None}, slices={"sex": "F"})[0]
+        log.record([record])
+        stored = log.lookup([record.prediction_id])[record.prediction_id]
+        assert stored.inputs == {"age": None, "bmi": 0.5, "sex": None}
+        assert (stored.trace_id, stored.created_at, stored.model_version) == (
+            record.trace_id,
+            record.created_at,
+            VERSION,
+        )
+        assert (stored.prediction, stored.shadow_prediction, stored.slices) == (0.0, None, {"sex": "F"})
+        assert (stored.actual, stored.received_at) == (None, None)
+
+    def test_classification_labels_are_strings(self, log: PredictionLog) -> None:
+        record = _records(1, prediction="malignant")[0]
+        log.record([record])
+        assert log.lookup([record.prediction_id])[record.prediction_id].prediction == "malignant"
+
+    def test_unknown_ids_are_absent_and_large_lookups_are_chunked(self, log: PredictionLog) -> None:
+        records = _records(1200)
+        log.record(records)
+        found = log.lookup([*(r.prediction_id for r in records), _id()])
+        assert set(found) == {r.prediction_id for r in records}
+
+    def test_schema_and_pragmas(self, log: PredictionLog, path: Path) -> None:
+        with closing(sqlite3.connect(path)) as connection:
+            (mode,) = connection.execute("PRAGMA journal_mode").fetchone()
+            indexes = {row[1] for row in connection.execute("PRAGMA index_list(predictions)")}
+        assert mode == "wal"
+        assert "predictions_created_at" in indexes
+
+    def test_lifecycle(self, path: Path) -> None:
+        log = PredictionLog(path, retention_seconds=None, max_rows=None)
+        with pytest.raises(RuntimeError, match="not open"):
+            log.record(_records(1))
+        log.open()
+        with pytest.raises(RuntimeError, match="opened once"):
+            log.open()
+        log.close()
+        log.close()  # idempotent
+        with pytest.raises(RuntimeError, match="not open"):
+            log.record(_records(1))
+        with pytest.raises(RuntimeError, match="not open"):
+            log.lookup([_id()])
+
+    @pytest.mark.parametrize(
+        ("options", "message"),
+        [
+            ({"queue_size": 0}, "queue_size"),
+            ({"retention_seconds": 0}, "retention_seconds"),
+            ({"max_rows": 0}, "max_rows"),
+        ],
+    )
+    def test_rejects_bad_options(self, path: Path, options: dict[str, Any], message: str) -> None:
+        with pytest.raises(ValueError, match=message):
+            PredictionLog(path, **{"retention_seconds": None, "max_rows": None, **options})
+
+
+class TestFlushOrdering:
+    """`flush` waits for everything queued before it; a shadow prediction lands after its row's insert."""
+
+    def test_shadow_right_after_insert(self, log: PredictionLog) -> None:
+        records = _records(50)
+        log.record(records)
+        for record in records:
+            log.record_shadow(record.prediction_id, 100.0)
+        assert log.flush(timeout=5)
+        assert log.stats().pending == 0
+        found = log.lookup(r.prediction_id for r in records)
+        assert {stored.shadow_prediction for stored in found.values()} == {100.0}
+
+    def test_shadow_in_a_later_batch(self, log: PredictionLog) -> None:
+        record = _records(1)[0]
+        log.record([record])
+        assert log.flush(timeout=5)
+        log.record_shadow(record.prediction_id, "benign")
+        assert log.lookup([record.prediction_id])[record.prediction_id].shadow_prediction == "benign"
+
+    def test_lookup_sees_a_prediction_made_just_before(self, log: PredictionLog) -> None:
+        for _ in range(100):
+            record = _records(1)[0]
+            log.record([record])
+            assert record.prediction_id in log.lookup([record.prediction_id])
+
+
+class TestRestart:
+    """Predictions recorded before a graceful restart join feedback sent to the next process."""
+
+    def test_feedback_after_restart_joins(self, path: Path) -> None:
+        records = _records(300, created_at=time.time() - 3600)
+        before = _open(path)
+        before.record(records)
+        before.close()  # no explicit flush: close() writes what is queued
+
+        after = _open(path)
+        try:
+            result = after.add_feedback([FeedbackItem(r.prediction_id, 1.5) for r in records])
+        finally:
+            after.close()
+        assert len(result.joined) == 300
+        assert (result.unknown_ids, result.duplicate_ids) == ([], [])
+        assert all(3599 < label.delay_seconds < 3700 for label in result.joined)
+
+    def test_process_exit_without_close_still_writes_everything(self, path: Path) -> None:
+        script = (
+            "import sys, time\n"
+            "from pathlib import Path\n"
+            "from service.predictions import PredictionLog, PredictionRecord\n"
+            "log = PredictionLog(Path(sys.argv[1]), retention_seconds=None, max_rows=None).open()\n"
+            "for i in range(2000):\n"
+            "    log.record([PredictionRecord(f'{i:032x}', None, time.time(), 'm', 'v', {'x': i}, 1.0)])\n"
+        )  # no close(): the atexit hook that open() registered must write the queue before the process ends
+        done = subprocess.run([sys.executable, "-c", script, str(path)], cwd=ROOT, capture_output=True, timeout=60)
+        assert done.returncode == 0, done.stderr.decode()
+        assert _count(path, "predictions") == 2000
+
+
+class TestAddFeedback:
+    """Labels are stored once: unknown ids and repeats (in one request or across requests) are rejected."""
+
+    def test_joins_and_rejects(self, log: PredictionLog) -> None:
+        first, second, third = _records(3, created_at=1000.0, slices={"sex": "M"})
+        log.record([first, second, third])
+        log.add_feedback([FeedbackItem(third.prediction_id, 9.0)])
+        stranger = _id()
+        result = log.add_feedback(
+            [
+                FeedbackItem(first.prediction_id, 2.5),
+                FeedbackItem(stranger, 1.0),
+                FeedbackItem(first.prediction_id, 7.0),
+                FeedbackItem(second.prediction_id, 3.0),
+                FeedbackItem(third.prediction_id, 9.0),
+            ],
+            now=1060.0,
+        )
+        assert [label.prediction_id for label in result.joined] == [first.prediction_id, second.prediction_id]
+        assert result.unknown_ids == [stranger]
+        assert result.duplicate_ids == [first.prediction_id, third.prediction_id]
+        label = result.joined[0]
+        assert (label.prediction, label.actual, label.delay_seconds) == (0.0, 2.5, 60.0)
+        assert (label.model_name, label.model_version, label.slices) == ("diabetes", VERSION, {"sex": "M"})
+        stored = log.lookup([first.prediction_id])[first.prediction_id]
+        assert (stored.actual, stored.received_at) == (2.5, 1060.0)  # the first label wins
+
+    def test_clock_skew_never_gives_a_negative_delay(self, log: PredictionLog) -> None:
+        record = _records(1, created_at=2000.0)[0]
+        log.record([record])
+        assert log.add_feedback([FeedbackItem(record.prediction_id, 1.0)], now=1999.0).joined[0].delay_seconds == 0
+
+
+class TestBackPressure:
+    """A full queue blocks `record` until the writer catches up; nothing is dropped."""
+
+    def test_slow_writer_blocks_producers_but_loses_nothing(self, path: Path) -> None:
+        log = _open(path, queue_size=3)
+        try:
+            with closing(sqlite3.connect(path, isolation_level=None)) as other_worker:
+                other_worker.execute("BEGIN IMMEDIATE")  # holds the write lock: our writer stalls
+                log.record(_records(3))
+                late = _records(5)
+                producer = threading.Thread(target=_record_one_by_one, args=(log, late, 1))
+                producer.start()
+                producer.join(0.3)
+                assert producer.is_alive()  # blocked, not dropping
+                stats = log.stats()
+                assert stats.blocked_count >= 1
+                assert stats.pending <= 3
+                other_worker.execute("COMMIT")
+            producer.join(10)
+            assert not producer.is_alive()
+            assert log.flush(timeout=10)
+            assert log.stats().rows == 8
+            assert set(log.lookup(r.prediction_id for r in late)) == {r.prediction_id for r in late}
+        finally:
+            log.close()
+
+    def test_a_batch_larger_than_the_queue_still_goes_through(self, path: Path) -> None:
+        log = _open(path, queue_size=2)
+        try:
+            log.record(_records(50))
+            log.record(_records(50))
+            assert log.flush(timeout=5)
+            assert log.stats().rows == 100
+        finally:
+            log.close()
+
+
+class TestRetention:
+    """Rows older than the retention, or beyond max_rows, are deleted with their labels."""
+
+    def test_purge_by_age(self, path: Path) -> None:
+        now = time.time()
+        log = _open(path, retention_seconds=3600)
+        try:
+            old, new = _records(5, created_at=now - 7200), _records(5, created_at=now - 60)
+            log.record([*old, *new])
+            log.add_feedback([FeedbackItem(r.prediction_id, 1.0) for r in (old[0], new[0])])
+            assert log.purge(now) == 5
+            assert set(log.lookup(r.prediction_id for r in old + new)) == {r.prediction_id for r in new}
+        finally:
+            log.close()
+        assert _count(path, "feedback") == 1
+
+    def test_purge_by_max_rows(self, path: Path) -> None:
+        log = _open(path, max_rows=4)
+        try:
+            records = [_records(1, created_at=1000.0 + i)[0] for i in range(10)]
+            log.record(records)
+            log.add_feedback([FeedbackItem(r.prediction_id, 1.0) for r in records])
+            assert log.purge() == 6
+            assert set(log.lookup(r.prediction_id for r in records)) == {r.prediction_id for r in records[-4:]}
+        finally:
+            log.close()
+        assert _count(path, "feedback") == 4
+
+    def test_writer_purges_periodically(self, path: Path) -> None:
+        log = _open(path, retention_seconds=3600, purge_interval=0.05)
+        try:
+            log.record(_records(20, created_at=time.time() - 7200))
+            log.record(_records(3))
+            deadline = time.monotonic() + 5
+            while log.stats().rows != 3 and time.monotonic() < deadline:
+                time.sleep(0.02)
+            assert log.stats().rows == 3
+        finally:
+            log.close()
+
+    def test_a_backlog_is_purged_a_pass_at_a_time(self, path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch.setattr(predictions, "_PURGE_CHUNK", 3)
+        monkeypatch.setattr(predictions, "_PURGE_PASS", 6)
+        with _open(path) as unbounded:
+            unbounded.record(_records(50, created_at=time.time() - 7200))
+        with _open(path, retention_seconds=3600) as bounded:
+            fresh = _records(1)
+            bounded.record(fresh)
+            assert bounded.flush(timeout=5)
+            assert fresh[0].prediction_id in bounded.lookup([fresh[0].prediction_id])
+            deadline = time.monotonic() + 5
+            while bounded.stats().rows != 1 and time.monotonic() < deadline:
+                time.sleep(0.02)
+            assert bounded.stats().rows == 1
+
+    def test_writer_purges_at_start(self, path: Path) -> None:
+        with _open(path) as unbounded:
+            unbounded.record(_records(20, created_at=time.time() - 7200))
+        with _open(path, retention_seconds=3600) as bounded:
+            bounded.record(_records(1))
+            assert bounded.flush(timeout=5)  # queued after the start-up purge
+            assert bounded.stats().rows == 1
+
+
+class TestSharedFile:
+    """Two logs on one file, like two gunicorn workers, see each other's rows and never double-label."""
+
+    def test_two_workers(self, path: Path) -> None:
+        first, second = _open(path), _open(path)
+        try:
+            mine, theirs = _records(300), _records(300)
+            writers = [
+                threading.Thread(target=_record_one_by_one, args=(first, mine, 3)),
+                threading.Thread(target=_record_one_by_one, args=(second, theirs, 3)),
+            ]
+            for thread in writers:
+                thread.start()
+            for thread in writers:
+                thread.join()
+            assert second.flush(timeout=10)
+            result = first.add_feedback([FeedbackItem(r.prediction_id, 1.0) for r in theirs])
+            assert len(result.joined) == 300
+            again = second.add_feedback([FeedbackItem(r.prediction_id, 1.0) for r in theirs[:10]])
+            assert (again.joined, len(again.duplicate_ids)) == ([], 10)
+            assert first.stats().rows == 600
+        finally:
+            first.close()
+            second.close()
+
+
+class TestThreadSafety:
+    """Many request threads recording rows and shadows at once: every row and every shadow is written."""
+
+    def test_concurrent_producers(self, path: Path) -> None:
+        log = _open(path, queue_size=64)
+        batches: list[list[PredictionRecord]] = [[] for _ in range(8)]
+
+        def produce(mine: list[PredictionRecord]) -> None:
+            for _ in range(100):
+                records = _records(5)
+                log.record(records)
+                mine.extend(records)
+                log.record_shadow(records[0].prediction_id, -1.0)
+
+        try:
+            threads = [threading.Thread(target=produce, args=(mine,)) for mine in batches]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+            assert log.flush(timeout=10)
+            everything = [record for mine in batches for record in mine]
+            found = log.lookup(r.prediction_id for r in everything)
+            assert len(found) == 4000
+            assert sum(stored.shadow_prediction == -1.0 for stored in found.values()) == 800
+            assert log.stats().write_errors == 0
+        finally:
+            log.close()
