@@ -1,0 +1,1 @@
+"""Reusable test doubles and process helpers for modellens' integration tests."""
