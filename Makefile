@@ -55,3 +55,19 @@ format: install-dev
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info
+
+# --- the compose stack (docs/stack.md) --------------------------------------------------------------------------
+# Compose reads .env (committed, no secrets); .env.local (copied from .env.example, never committed) adds the
+# Grafana admin password and local overrides. Exporting GRAFANA_ADMIN_PASSWORD works too.
+COMPOSE := docker compose --env-file .env $(if $(wildcard .env.local),--env-file .env.local)
+
+.PHONY: up down smoke
+
+up:
+	$(COMPOSE) up --detach --build
+
+down:
+	$(COMPOSE) down
+
+smoke:
+	scripts/smoke
