@@ -1,9 +1,16 @@
-"""Logs: structlog JSON lines on stdout, the same records bridged into OpenTelemetry logs."""
+"""Logs: structlog JSON lines on stdout, the same records bridged into OpenTelemetry logs.
+
+structlog events take structlog's own fast path: processors, then one JSON line written to the stream, and the
+OpenTelemetry handler (from opentelemetry-instrumentation-logging) fed a clean record directly, without the
+stdlib logger hierarchy in between. Records from other libraries (gunicorn, werkzeug) go through the root logger
+to the same two places. Every line written inside a request carries that request's `trace_id` and `span_id`.
+"""
 
 from __future__ import annotations
 
 import logging
 import sys
+import threading
 from collections.abc import Mapping
 from typing import IO, Any
 
@@ -18,8 +25,9 @@ from structlog.typing import EventDict, Processor, WrappedLogger
 __all__ = ["OTelBridgeHandler", "add_trace_context", "configure_logging", "setup_logs"]
 
 # Keys that structlog adds for the console line but that an OTel log record carries natively (severity, time,
-# trace context) or that are the body itself.
-_NATIVE_KEYS = frozenset({"event", "level", "logger", "timestamp", "trace_id", "span_id", "exc_info"})
+# trace context, logger name) or that are the body itself.
+_NATIVE_KEYS = frozenset({"event", "level", "logger", "timestamp", "trace_id", "span_id", "exc_info", "exception"})
+_LEVELS = logging.getLevelNamesMapping()
 
 
 def setup_logs(resource: Resource, exporter: LogRecordExporter | None = None, *, batch: bool = True) -> LoggerProvider:
@@ -41,26 +49,40 @@ def add_trace_context(_logger: WrappedLogger, _method: str, event_dict: EventDic
 
 
 class OTelBridgeHandler(LoggingHandler):
-    """The OpenTelemetry logging handler, fed a clean copy of each record.
+    """The OpenTelemetry logging handler, fed clean records.
 
-    A structlog record's message is its event dict: the copy gets the event as its body and the other keys as
-    attributes, and none of structlog's private record attributes (`_logger`, `_name`, `_from_structlog`), which
-    the OTel handler would otherwise try to export and warn about on every line.
+    A stdlib record rendered by structlog carries its event dict as the message and structlog's private
+    attributes (`_logger`, `_name`, `_from_structlog`), which the OTel handler would export and warn about: such
+    records are copied first, with the event as body and the other keys as attributes.
     """
 
     def emit(self, record: logging.LogRecord) -> None:
-        copy = logging.LogRecord(
-            record.name, record.levelno, record.pathname, record.lineno, None, None, record.exc_info
-        )
-        copy.created, copy.msecs = record.created, record.msecs
         if isinstance(record.msg, Mapping):
-            copy.msg = str(record.msg.get("event", ""))
-            for key, value in record.msg.items():
-                if key not in _NATIVE_KEYS and not hasattr(copy, key):
-                    setattr(copy, key, _attribute_value(value))
-        else:
-            copy.msg, copy.args = record.msg, record.args
-        super().emit(copy)
+            record = _record(record.name, record.levelno, record.msg, record.created, record.exc_info)
+        super().emit(record)
+
+    def emit_event(self, name: str, event_dict: Mapping[str, Any]) -> None:
+        """Bridge one structlog event (the fast path: no stdlib logger, no copy)."""
+        exc_info = event_dict.get("exc_info")
+        if exc_info is True:
+            exc_info = sys.exc_info()
+        elif isinstance(exc_info, BaseException):
+            exc_info = (type(exc_info), exc_info, exc_info.__traceback__)
+        levelno = _LEVELS.get(str(event_dict.get("level", "info")).upper(), logging.INFO)
+        super().emit(_record(name, levelno, event_dict, None, exc_info or None))
+
+
+def _record(name: str, levelno: int, event_dict: Mapping[str, Any], created: float | None, exc_info: Any) -> Any:
+    record = logging.LogRecord(name, levelno, "", 0, str(event_dict.get("event", "")), None, exc_info)
+    if created is not None:
+        record.created = created
+    for key, value in event_dict.items():
+        if key not in _NATIVE_KEYS and key not in _RECORD_ATTRIBUTES:
+            record.__dict__[key] = _attribute_value(value)
+    return record
+
+
+_RECORD_ATTRIBUTES = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}
 
 
 def _attribute_value(value: Any) -> Any:
@@ -72,6 +94,49 @@ def _attribute_value(value: Any) -> Any:
     return str(value)
 
 
+class _Sink:
+    """Where structlog events go. One per process; `configure_logging` repoints it, so loggers that structlog
+    cached on first use (module-level `get_logger` proxies) follow a reconfiguration."""
+
+    def __init__(self) -> None:
+        self.stream: IO[str] = sys.stdout
+        self.bridge: OTelBridgeHandler | None = None
+        self.lock = threading.Lock()
+
+
+_SINK = _Sink()
+
+
+class _Logger:
+    """structlog's final logger: writes one JSON line to the sink's stream."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def msg(self, line: str) -> None:
+        with _SINK.lock:
+            _SINK.stream.write(line + "\n")
+            _SINK.stream.flush()
+
+    info = debug = warning = warn = error = err = critical = fatal = exception = log = msg
+
+
+def _logger_factory(*args: Any) -> _Logger:
+    return _Logger(str(args[0]) if args else "")
+
+
+def _add_logger_name(logger: WrappedLogger, _method: str, event_dict: EventDict) -> EventDict:
+    event_dict["logger"] = getattr(logger, "name", "")
+    return event_dict
+
+
+def _to_opentelemetry(_logger: WrappedLogger, _method: str, event_dict: EventDict) -> EventDict:
+    bridge = _SINK.bridge
+    if bridge is not None:
+        bridge.emit_event(event_dict.get("logger", ""), event_dict)
+    return event_dict
+
+
 def configure_logging(
     logger_provider: LoggerProvider | None = None,
     *,
@@ -81,29 +146,34 @@ def configure_logging(
     """Configure structlog and the root logger: JSON to `stream` (stdout), and to OTel when a provider is given.
 
     Process-global, so call it once at process start (gunicorn `post_fork`, the CLI) — never at import time.
-    Records from other libraries (gunicorn, werkzeug) are rendered as JSON lines too.
     """
+    stream = stream or sys.stdout
+    numeric_level = level if isinstance(level, int) else _LEVELS.get(level.upper(), logging.INFO)
+    bridge = OTelBridgeHandler(logger_provider=logger_provider) if logger_provider is not None else None
+    _SINK.stream, _SINK.bridge = stream, bridge
     shared: list[Processor] = [
         structlog.contextvars.merge_contextvars,
-        structlog.stdlib.add_log_level,
-        structlog.stdlib.add_logger_name,
+        structlog.processors.add_log_level,
         add_trace_context,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
     ]
     structlog.configure(
         processors=[
             *shared,
+            _add_logger_name,
+            _to_opentelemetry,
             structlog.processors.format_exc_info,
-            structlog.stdlib.ProcessorFormatter.wrap_for_formatter,
+            structlog.processors.JSONRenderer(),
         ],
-        logger_factory=structlog.stdlib.LoggerFactory(),
-        wrapper_class=structlog.stdlib.BoundLogger,
+        logger_factory=_logger_factory,
+        wrapper_class=structlog.make_filtering_bound_logger(numeric_level),
         cache_logger_on_first_use=True,
     )
-    console = logging.StreamHandler(stream or sys.stdout)
+    # Other libraries' records: the same JSON shape on the same stream, and the same bridge.
+    console = logging.StreamHandler(stream)
     console.setFormatter(
         structlog.stdlib.ProcessorFormatter(
-            foreign_pre_chain=shared,
+            foreign_pre_chain=[*shared, structlog.stdlib.add_logger_name],
             processors=[
                 structlog.stdlib.ProcessorFormatter.remove_processors_meta,
                 structlog.processors.format_exc_info,
@@ -111,12 +181,10 @@ def configure_logging(
             ],
         )
     )
-    handlers: list[logging.Handler] = [console]
-    if logger_provider is not None:
-        handlers.append(OTelBridgeHandler(logger_provider=logger_provider))
+    handlers: list[logging.Handler] = [console] + ([bridge] if bridge is not None else [])
     root = logging.getLogger()
     for old in root.handlers[:]:
         root.removeHandler(old)
     for handler in handlers:
         root.addHandler(handler)
-    root.setLevel(level)
+    root.setLevel(numeric_level)
