@@ -27,6 +27,7 @@ __all__ = ["QUALITY_REASONS", "ModelMonitor"]
 
 QUALITY_REASONS = ("missing", "non_finite", "wrong_type", "below_min", "above_max", "unknown_category")
 _REASON_INDEX = {reason: index for index, reason in enumerate(QUALITY_REASONS)}
+_MISSING, _BELOW_MIN, _ABOVE_MAX = _REASON_INDEX["missing"], _REASON_INDEX["below_min"], _REASON_INDEX["above_max"]
 
 
 @dataclass(frozen=True)
@@ -82,6 +83,8 @@ class ModelMonitor:
                 start = self._segments[-1].stop
             self._slice_offsets.append((card.feature_names.index(name), starts, starts[OTHER]))
         self._size = start
+        numeric_prediction = profile.prediction.kind == "numeric"
+        self._prediction_edges = np.asarray(profile.prediction.edges) if numeric_prediction else None
         self._binner = _Binner(card, profile, [s.start for s in self._segments[: len(card.features)]])
         self._lock = threading.Lock()
         self._totals = np.zeros(self._size, dtype=np.int64)
@@ -97,9 +100,8 @@ class ModelMonitor:
     def observe(self, rows: np.ndarray, predictions: np.ndarray) -> None:
         """Count one request's scored rows (n × features, card order) and their predictions."""
         flat, quality = self._binner.bin(rows)
-        columns = [flat]
-        prediction_bins = self._prediction.distribution.bin_indices(predictions) + self._prediction.start
-        columns.append(prediction_bins[:, None])
+        prediction_bins = self._prediction_bins(predictions)
+        columns = [flat, prediction_bins[:, None]]
         for column, starts, other in self._slice_offsets:
             offsets = np.fromiter(
                 (starts.get(slice_label(value), other) for value in rows[:, column]),
@@ -107,12 +109,17 @@ class ModelMonitor:
                 count=len(rows),
             )
             columns.append((offsets + prediction_bins - self._prediction.start)[:, None])
-        indices = np.hstack(columns) if len(columns) > 1 else flat
+        indices = np.concatenate(columns, axis=1)
         counts = np.bincount(indices.ravel(), minlength=self._size)
         with self._lock:
             self._totals += counts
             self._quality += quality
             self._window.add(counts, indices)
+
+    def _prediction_bins(self, predictions: np.ndarray) -> np.ndarray:
+        if self._prediction_edges is not None:
+            return np.searchsorted(self._prediction_edges, predictions, side="left") + self._prediction.start
+        return self._prediction.distribution.bin_indices(predictions) + self._prediction.start
 
     def record_rejection(self, errors: Iterable[FieldError], rows: int) -> None:
         """Count a rejected request: its rows, and each known feature's problem by reason."""
@@ -298,7 +305,7 @@ class _Binner:
     """Turns a request's rows into flat bin indices (n × features) and data-quality counts (features × reasons)."""
 
     def __init__(self, card: ModelCard, profile: ReferenceProfile, starts: Sequence[int]) -> None:
-        self._starts = np.asarray(starts, dtype=np.intp)
+        self._starts = np.asarray(starts, dtype=np.intp)[None, :]
         specs = card.features
         self._numeric = [j for j, spec in enumerate(specs) if spec.type == "numeric"]
         self._categorical = [j for j, spec in enumerate(specs) if spec.type != "numeric"]
@@ -308,35 +315,44 @@ class _Binner:
         edges = np.full((len(self._numeric), max(width, 1)), np.inf)
         for row, j in enumerate(self._numeric):
             edges[row, : len(distributions[j].edges)] = distributions[j].edges
-        self._edges = edges
-        self._missing_bin = np.array([len(distributions[j].labels) - 1 for j in self._numeric], dtype=np.intp)
+        self._edges = edges[None, :, :]
+        self._missing_bin = np.array([[len(distributions[j].labels) - 1 for j in self._numeric]], dtype=np.intp)
         self._mins = np.array([specs[j].min for j in self._numeric], dtype=np.float64)
         self._maxs = np.array([specs[j].max for j in self._numeric], dtype=np.float64)
         self._categorical_bins = [distributions[j] for j in self._categorical]
         self._features = len(specs)
 
     def bin(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        n = len(rows)
-        bins = np.empty((n, self._features), dtype=np.intp)
+        """Flat bin indices (n × features) and the request's data-quality counts (features × reasons)."""
         quality = np.zeros((self._features, len(QUALITY_REASONS)), dtype=np.int64)
+        if self._all_numeric:
+            bins = self._numeric_bins(rows, quality)
+            return bins + self._starts, quality
+        bins = np.empty((len(rows), self._features), dtype=np.intp)
         if self._numeric:
-            values = rows if self._all_numeric else rows[:, self._numeric].astype(np.float64)
-            missing = np.isnan(values)
-            # The number of edges strictly below each value is its bin (searchsorted, side="left"), for every
-            # column at once; +inf padding never counts.
-            numeric_bins = (values[:, :, None] > self._edges[None, :, :]).sum(axis=2)
-            numeric_bins = np.where(missing, self._missing_bin[None, :], numeric_bins)
-            bins[:, self._numeric] = numeric_bins
-            quality[self._numeric, _REASON_INDEX["missing"]] = missing.sum(axis=0)
-            quality[self._numeric, _REASON_INDEX["below_min"]] = (values < self._mins).sum(axis=0)
-            quality[self._numeric, _REASON_INDEX["above_max"]] = (values > self._maxs).sum(axis=0)
+            numeric_quality = np.zeros((len(self._numeric), len(QUALITY_REASONS)), dtype=np.int64)
+            bins[:, self._numeric] = self._numeric_bins(rows[:, self._numeric].astype(np.float64), numeric_quality)
+            quality[self._numeric] = numeric_quality
         for position, j in enumerate(self._categorical):
             distribution = self._categorical_bins[position]
             column_bins = distribution.bin_indices(rows[:, j])
             bins[:, j] = column_bins
             quality[j, _REASON_INDEX["missing"]] = int((column_bins == len(distribution.labels) - 1).sum())
             quality[j, _REASON_INDEX["unknown_category"]] = int((column_bins == len(distribution.categories)).sum())
-        return bins + self._starts[None, :], quality
+        return bins + self._starts, quality
+
+    def _numeric_bins(self, values: np.ndarray, quality: np.ndarray) -> np.ndarray:
+        """Bins of a float matrix of the numeric features, for every column at once; fills `quality` in place."""
+        # The number of edges strictly below a value is its bin (searchsorted, side="left"); +inf padding never
+        # counts, and NaN compares false everywhere, so a missing value is moved to its own bin below.
+        bins = (values[:, :, None] > self._edges).sum(axis=2)
+        missing = np.isnan(values)
+        if missing.any():
+            bins = np.where(missing, self._missing_bin, bins)
+            quality[:, _MISSING] = missing.sum(axis=0)
+        quality[:, _BELOW_MIN] = (values < self._mins).sum(axis=0)
+        quality[:, _ABOVE_MAX] = (values > self._maxs).sum(axis=0)
+        return bins
 
 
 def _empty_like(distribution: Distribution) -> Distribution:
