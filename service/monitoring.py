@@ -227,6 +227,11 @@ class ModelMonitor:
             "model.rows.rejected", [self._rejected_callback], unit="{row}",
             description="Rows in requests rejected by validation.",
         )  # fmt: skip
+        if self.card.task == "regression":
+            meter.create_observable_gauge(
+                "model.prediction.reference.spread", [self._spread_callback],
+                description="p90 - p10 of the training predictions: the scale for prediction disagreements.",
+            )  # fmt: skip
         meter.create_observable_gauge("model.age", [self._age_callback], unit="s",
                                       description="Seconds since the serving model was trained.")  # fmt: skip
         meter.create_observable_gauge("model.reference.age", [self._reference_age_callback], unit="s",
@@ -284,6 +289,11 @@ class ModelMonitor:
 
     def _rejected_callback(self, _options: CallbackOptions) -> Iterable[Observation]:
         yield Observation(self._rejected_rows, self._common)
+
+    def _spread_callback(self, _options: CallbackOptions) -> Iterable[Observation]:
+        edges = self.profile.prediction.edges
+        if len(edges) > 1:
+            yield Observation(edges[-1] - edges[0], self._common)
 
     def _age_callback(self, _options: CallbackOptions) -> Iterable[Observation]:
         yield Observation(max(time.time() - self._trained_at, 0.0), self._common)
