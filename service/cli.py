@@ -93,6 +93,12 @@ def _serve(args: argparse.Namespace) -> int:
     return 0  # pragma: no cover - execve does not return
 
 
+def _triage(args: argparse.Namespace) -> int:
+    from service.triage import main as triage
+
+    return triage(args)
+
+
 def _parser() -> argparse.ArgumentParser:
     from service.datasets import BUNDLED
 
@@ -145,6 +151,14 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--threads", type=int)
     serve.add_argument("--model", help="model directory (MODELLENS_MODEL_DIR)")
     serve.set_defaults(handler=_serve)
+
+    from service.triage.options import add_arguments as triage_arguments
+
+    triage = commands.add_parser(
+        "triage", help="incident report: worst latency window, its exemplar traces, their slowest stage and logs"
+    )
+    triage_arguments(triage)
+    triage.set_defaults(handler=_triage)
     return parser
 
 
