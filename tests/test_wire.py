@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 from opentelemetry import trace
 from opentelemetry._logs import SeverityNumber
@@ -47,8 +45,8 @@ ATTRIBUTES = {
 
 
 @pytest.fixture
-def spans() -> Iterator[InMemorySpanExporter]:
-    yield InMemorySpanExporter()
+def spans() -> InMemorySpanExporter:
+    return InMemorySpanExporter()
 
 
 class TestSpans:
@@ -120,3 +118,37 @@ class TestLogs:
         assert ours == sdk_encode_logs(finished)
         provider.shutdown()
         tracer_provider.shutdown()
+
+
+class TestExporters:
+    """The fast exporters send what a real OTLP receiver decodes, through the SDK's HTTP client."""
+
+    def test_spans_and_logs_reach_a_receiver(self) -> None:
+        from opentelemetry.sdk._logs.export import BatchLogRecordProcessor
+
+        from otel.exporters import FastOTLPLogExporter, FastOTLPSpanExporter
+        from tests.support.otlp import OTLPReceiver
+
+        with OTLPReceiver() as receiver:
+            span_exporter = FastOTLPSpanExporter(endpoint=f"{receiver.endpoint}/v1/traces", timeout=5)
+            log_exporter = FastOTLPLogExporter(endpoint=f"{receiver.endpoint}/v1/logs", timeout=5)
+            assert span_exporter._fast
+            assert log_exporter._fast  # the SDK internals we rely on are there: a release that removes them fails here
+            tracer_provider = TracerProvider(resource=Resource.create({"service.name": "wire"}))
+            tracer_provider.add_span_processor(SimpleSpanProcessor(span_exporter))
+            logger_provider = LoggerProvider(resource=Resource.create({"service.name": "wire"}))
+            logger_provider.add_log_record_processor(BatchLogRecordProcessor(log_exporter))
+            with tracer_provider.get_tracer("t").start_as_current_span("request", attributes=ATTRIBUTES) as span:
+                logger_provider.get_logger("l").emit(body="request", attributes={"route": "/predict"})
+                trace_id = format(span.get_span_context().trace_id, "032x")
+            logger_provider.force_flush()
+            receiver.wait_for(lambda r: bool(r.spans()) and bool(r.log_records()))
+            (received,) = receiver.spans()
+            assert received.trace_id == trace_id
+            assert received.attributes["http.route"] == "/predict"
+            assert received.attributes["floats"] == [1.5, -0.0]
+            (record,) = receiver.log_records()
+            assert record.trace_id == trace_id
+            assert record.body == "request"
+            tracer_provider.shutdown()
+            logger_provider.shutdown()
