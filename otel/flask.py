@@ -54,6 +54,8 @@ class FlaskTelemetry:
             explicit_bucket_boundaries_advisory=SECONDS_BUCKETS,
         )
         self._untraced = frozenset(untraced_paths)
+        fields = propagate.get_global_textmap().fields
+        self._context_keys = tuple("HTTP_" + field.upper().replace("-", "_") for field in fields)
         self._access_log = access_log
 
     def init_app(self, app: Flask) -> None:
@@ -67,24 +69,28 @@ class FlaskTelemetry:
         structlog.contextvars.clear_contextvars()
         method = request.method if request.method in _KNOWN_METHODS else "_OTHER"
         route = request.url_rule.rule if request.url_rule is not None else None
-        state.attributes = {"http.request.method": method, "url.scheme": request.scheme}
+        state.attributes = {"http.request.method": method, "url.scheme": request.environ.get("wsgi.url_scheme", "http")}
         if route is not None:
             state.attributes["http.route"] = route
-        if request.path in self._untraced:
+        path = request.path
+        if path in self._untraced:
             return
-        parent = propagate.extract(request.headers)
+        environ = request.environ
+        # Most requests carry no trace context: skip the propagators' header parsing unless one of their headers
+        # (traceparent, tracestate, baggage, or whatever OTEL_PROPAGATORS configures) is present.
+        parent = propagate.extract(request.headers) if any(key in environ for key in self._context_keys) else None
+        attributes: dict[str, str | int] = {
+            **state.attributes,
+            "url.path": path,
+            "server.address": environ.get("HTTP_HOST", "").rsplit(":", 1)[0],
+            "network.protocol.version": environ.get("SERVER_PROTOCOL", "").removeprefix("HTTP/"),
+            "client.address": environ.get("REMOTE_ADDR", ""),
+        }
+        user_agent = environ.get("HTTP_USER_AGENT")
+        if user_agent:
+            attributes["user_agent.original"] = user_agent
         span = self._tracer.start_span(
-            f"{method} {route}" if route else method,
-            context=parent,
-            kind=SpanKind.SERVER,
-            attributes={
-                **state.attributes,
-                "url.path": request.path,
-                "server.address": request.host.rsplit(":", 1)[0],
-                "network.protocol.version": request.environ.get("SERVER_PROTOCOL", "").removeprefix("HTTP/"),
-                "client.address": request.remote_addr or "",
-                "user_agent.original": request.user_agent.string,
-            },
+            f"{method} {route}" if route else method, context=parent, kind=SpanKind.SERVER, attributes=attributes
         )
         state.span = span
         state.token = context.attach(trace.set_span_in_context(span, parent))

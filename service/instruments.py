@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterable
 
 from opentelemetry.metrics import CallbackOptions, Meter, Observation
@@ -26,8 +27,15 @@ class ModelInstruments:
             unit="s",
             description="Time the model takes to score one request's rows.",
         )
-        self.predictions = meter.create_counter(
-            "model.predictions", unit="{prediction}", description="Rows scored, by outcome (success, error)."
+        # Counted here and read at collection time: one add per request through the SDK costs more than the
+        # integer increment, for every reader.
+        self._rows = {"success": 0, "error": 0}
+        self._lock = threading.Lock()
+        meter.create_observable_counter(
+            "model.predictions",
+            callbacks=[self._observe_predictions],
+            unit="{prediction}",
+            description="Rows scored, by outcome (success, error).",
         )
         self.batch_size = meter.create_histogram(
             "model.batch.size",
@@ -45,10 +53,16 @@ class ModelInstruments:
     def record_success(self, rows: int, seconds: float) -> None:
         self.inference_duration.record(seconds, self.attributes)
         self.batch_size.record(rows, self.attributes)
-        self.predictions.add(rows, self._success)
+        with self._lock:  # `+=` on a shared int is not atomic across threads
+            self._rows["success"] += rows
 
     def record_error(self, rows: int) -> None:
-        self.predictions.add(rows, self._error)
+        with self._lock:
+            self._rows["error"] += rows
+
+    def _observe_predictions(self, _options: CallbackOptions) -> Iterable[Observation]:
+        yield Observation(self._rows["success"], self._success)
+        yield Observation(self._rows["error"], self._error)
 
     def _observe_info(self, _options: CallbackOptions) -> Iterable[Observation]:
         yield Observation(1, {**self.attributes, "model.task": self.card.task})

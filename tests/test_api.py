@@ -269,7 +269,7 @@ class TestOperationalEndpoints:
             (s.labels["model_version"], s.labels["outcome"], s.value)
             for s in predictions.samples
             if s.name.endswith("_total")
-        ] == [(card.version, "success", 1.0)]
+        ] == [(card.version, "success", 1.0), (card.version, "error", 0.0)]
         info = families["model_info"].samples[0]
         assert info.labels["model_version"] == card.version and info.value == 1
 
