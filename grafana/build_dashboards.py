@@ -191,6 +191,17 @@ def _default_options(kind: str) -> Json:
         return {"showHeader": True, "cellHeight": "sm", "footer": {"show": False, "reducer": ["sum"], "fields": ""}}
     if kind == "logs":
         return {"showTime": True, "wrapLogMessage": True, "sortOrder": "Descending", "enableLogDetails": True}
+    if kind == "barchart":
+        return {
+            "orientation": "auto",
+            "stacking": "none",
+            "groupWidth": 0.7,
+            "barWidth": 0.97,
+            "showValue": "auto",
+            "xTickLabelRotation": 0,
+            "legend": {"displayMode": "list", "placement": "bottom", "showLegend": True},
+            "tooltip": {"mode": "multi", "sort": "none"},
+        }
     return {}
 
 
@@ -208,6 +219,29 @@ def bargauge(title: str, queries: list[Query], **kw: Any) -> Panel:
 
 def table(title: str, queries: list[Query], **kw: Any) -> Panel:
     return Panel("table", title, [_instant(q, fmt="table") for q in queries], **kw)
+
+
+def barchart(title: str, queries: list[Query], x: str, **kw: Any) -> Panel:
+    """Grouped bars: one group per value of label `x`, one bar per query, named by the query's legend. The queries
+    run as instant tables (Grafana names their columns `Value #<refId>`), merged into one frame on `x`."""
+    names = [q.legend for q in queries]
+    values = [f"Value #{chr(ord('A') + i)}" for i in range(len(queries))] if len(queries) > 1 else ["Value"]
+    transformations = [
+        {"id": "merge", "options": {}},
+        {
+            "id": "organize",
+            "options": {"excludeByName": {"Time": True}, "renameByName": dict(zip(values, names, strict=True))},
+        },
+        {"id": "sortBy", "options": {"sort": [{"field": x}]}},
+    ]
+    return Panel(
+        "barchart",
+        title,
+        [_instant(q, fmt="table") for q in queries],
+        options={"xField": x},
+        transformations=transformations,
+        **kw,
+    )
 
 
 def _instant(q: Query, fmt: str | None = None) -> Query:
@@ -658,22 +692,19 @@ def _model_health() -> Dashboard:
                 width=8,
                 options={"graphMode": "none"},
             ),
-            Row("Prediction distribution"),
-            bargauge(
-                "Prediction share per bin: live vs training",
+            Row("Predictions"),
+            barchart(
+                "Prediction distribution",
                 [
-                    Query(live_share, "live {{bin}}"),
-                    Query(f"max by (bin) (model_prediction_reference_ratio{{{model}}})", "training {{bin}}"),
+                    Query(live_share, "live"),
+                    Query(f"max by (bin) (model_prediction_reference_ratio{{{model}}})", "training"),
                 ],
+                x="bin",
                 unit="percentunit",
-                max=1,
-                description="Live share of each prediction bin (class, or training-quantile bin) "
-                "over the rate interval, next to its training share.",
-            ),
-            timeseries(
-                "Regression prediction P10 / P50 / P90",
-                quantiles(f"model_prediction_value_bucket{{{model}}}", qs=(0.1, 0.5, 0.9), exemplar=False),
-                description="Regression models only: quantiles of live predictions (buckets are training quantiles).",
+                width=24,
+                description="Share of predictions per bin over the rate interval (live) next to the share of the "
+                "training predictions (training). Regression: the bins are the training deciles (\"0\" lowest, about "
+                "10 % each in training). Classification: one bin per class.",
             ),
             Row("Drift"),
             timeseries(
@@ -782,7 +813,7 @@ def _model_health() -> Dashboard:
                 threshold_lines=True,
                 width=8,
                 description="Classification: share of rows with another class. Regression: mean absolute difference "
-                "relative to the live P90-P10 spread.",
+                "relative to the P90-P10 spread of the training predictions.",
             ),
             timeseries(
                 "Challenger latency p95",

@@ -25,7 +25,6 @@ PROMETHEUS_DIR = REPO / "prometheus"
 CONFIG = PROMETHEUS_DIR / "prometheus.yaml"
 RULES_DIR = PROMETHEUS_DIR / "rules"
 RULE_FILES = sorted(RULES_DIR.glob("*.yml"))
-OWN_RULE_FILES = [RULES_DIR / "serving.rules.yml", RULES_DIR / "alerts.rules.yml"]  # drift.rules.yml has its own tests
 RULE_TEST_FILES = sorted((PROMETHEUS_DIR / "tests").glob("*.test.yml"))
 DASHBOARD_PROVISIONING = REPO / "grafana" / "provisioning" / "dashboards" / "dashboards.yaml"
 RUNBOOKS_DIR = REPO / "docs" / "runbooks"
@@ -169,7 +168,7 @@ class TestConfig:
         assert jobs["modellens-scrape"]["metrics_path"] == "/metrics"
 
     def test_yamllint_is_clean(self) -> None:
-        files = [CONFIG, *OWN_RULE_FILES, *RULE_TEST_FILES, DASHBOARD_PROVISIONING]
+        files = [CONFIG, *RULE_FILES, *RULE_TEST_FILES, DASHBOARD_PROVISIONING]
         result = subprocess.run(
             [str(YAMLLINT), "--strict", "-f", "parsable", *map(str, files)],
             capture_output=True,
@@ -195,12 +194,12 @@ class TestRules:
         assert result.returncode == 0, result.stdout + result.stderr
 
     def test_service_metrics_are_read_from_the_primary_path_only(self) -> None:
-        """Every selector of a service metric in our rules skips the scrape mirror (mirror="")."""
+        """Every selector of a service metric in the rules skips the scrape mirror (mirror="")."""
         service_metrics = {name for name in documented_metrics() if name.startswith(("http_server_", "model_"))}
         names = "|".join(sorted(service_metrics, key=len, reverse=True))
         selector = re.compile(rf"(?<![\w:])({names})(_bucket|_sum|_count)?(?![\w:])\s*(\{{[^}}]*\}})?")
         checked = 0
-        for path in OWN_RULE_FILES:
+        for path in RULE_FILES:
             for rule in rules_in(path):
                 for match in selector.finditer(rule["expr"]):
                     assert match.group(3) and 'mirror=""' in match.group(3), f"{path.name}: {match.group(0)}"

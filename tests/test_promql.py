@@ -568,6 +568,38 @@ class TestEveryExpressionRuns:
         ]
         check_returns_data(stack, variants)
 
+    def test_prediction_distribution_and_shadow_spread_per_task(self, stack: Stack) -> None:
+        """The model-health prediction distribution has live and training shares for both tasks (training deciles
+        for regression, classes for classification), and the regression challenger is judged against the training
+        prediction spread: none of it may come back empty for the service it applies to."""
+        live, training = [e for e in dashboard_expressions() if e.source == "model-health › Prediction distribution"]
+
+        def by_bin(expr: str) -> dict[str, float]:
+            return {r["metric"]["bin"]: float(r["value"][1]) for r in run(stack, expr)}
+
+        for service in stack.services:
+            # A window over all of the test's traffic: a 1m rate may see none of it by now (0 / 0).
+            variables = {**GRAFANA_RANGES, "__rate_interval": "1h", **service.variables}
+            live_shares = by_bin(substitute(live.text, variables))
+            reference = by_bin(substitute(training.text, variables))
+            if service.card.task == "classification":
+                assert set(reference) == set(service.card.classes), service.job
+            else:  # quantile bins "0", "1", ... of the training predictions
+                assert len(reference) >= 2 and set(reference) == {str(i) for i in range(len(reference))}, service.job
+            assert set(live_shares) == set(reference), service.job
+            assert sum(live_shares.values()) == pytest.approx(1), service.job
+            assert sum(reference.values()) == pytest.approx(1), service.job
+
+        regression = next(s for s in stack.services if s.card.task == "regression")
+        classifier = next(s for s in stack.services if s.card.task == "classification")
+        spread = run(stack, f'job_model:model_prediction_reference_spread:max{{job="{regression.job}"}}')
+        assert len(spread) == 1 and float(spread[0]["value"][1]) > 0, spread
+        relative = run(
+            stack, f'job_model_shadow:model_shadow_absolute_disagreement:relative_rate30m{{job="{regression.job}"}}'
+        )
+        assert len(relative) == 1 and 0 < float(relative[0]["value"][1]) < float("inf"), relative
+        assert not run(stack, f'model_prediction_reference_spread{{job="{classifier.job}"}}'), "regression only"
+
     def test_runbook_queries_parse(self, stack: Stack) -> None:
         expressions = runbook_expressions()
         assert len(expressions) >= 13
