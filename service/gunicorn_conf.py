@@ -6,8 +6,10 @@ when the worker exits, so a SIGTERM loses no span or log record the exporter cou
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
+from otel.logs import configure_logging
 from otel.telemetry import Telemetry, install, installed
 from service import __version__
 from service.settings import Settings
@@ -25,11 +27,25 @@ control_socket_disable = True  # gunicorn 27 would otherwise create a control so
 accesslog = None  # the app writes its own structured access log, with trace ids
 
 
+def on_starting(server: Any) -> None:
+    """The master's own lines (listening, booting workers, signals) as JSON on stdout, like everything else."""
+    configure_logging(None, level=_settings.log_level)
+    _route_gunicorn_logs()
+
+
+def _route_gunicorn_logs() -> None:
+    error_log = logging.getLogger("gunicorn.error")
+    for handler in error_log.handlers[:]:
+        error_log.removeHandler(handler)
+    error_log.propagate = True
+
+
 def post_fork(server: Any, worker: Any) -> None:
     telemetry = Telemetry.from_env(
         service_name=_settings.service_name, service_version=__version__, environment=_settings.environment
     )
     install(telemetry, log_level=_settings.log_level)
+    _route_gunicorn_logs()
 
 
 def worker_exit(server: Any, worker: Any) -> None:
