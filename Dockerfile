@@ -40,6 +40,8 @@ RUN pip install --no-deps .
 # The default model, trained now so the container starts serving at once and every replica serves the same
 # version (the model card's content hash). scikit-learn bundles the dataset: no download.
 RUN modellens train --if-missing --output /opt/modellens/models/diabetes
+# A challenger (another split seed) for shadow mode in the compose stack (MODELLENS_SHADOW_MODEL_DIR).
+RUN modellens train --if-missing --seed 1 --name diabetes --output /opt/modellens/models/diabetes-challenger
 
 # --- runtime --------------------------------------------------------------------------------------------------
 FROM ${PYTHON_IMAGE} AS runtime

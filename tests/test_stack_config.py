@@ -349,6 +349,13 @@ class TestDockerfile:
         assert train
         assert f"MODELLENS_MODEL_DIR={train[1]}" in self.DOCKERFILE
 
+    def test_trains_the_challenger_the_stack_shadows(self) -> None:
+        challenger = re.search(
+            r"^RUN modellens train .*--output (\S+)$", self.DOCKERFILE.split("diabetes\n", 1)[1], re.M
+        )
+        assert challenger
+        assert f"MODELLENS_SHADOW_MODEL_DIR={challenger[1]}" in (ROOT / ".env").read_text(encoding="utf-8")
+
     def test_build_context_holds_only_what_the_image_copies(self) -> None:
         rules = [
             line.strip()
