@@ -15,9 +15,18 @@ from opentelemetry.sdk.metrics.export import MetricReader, PeriodicExportingMetr
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.trace import NoOpTracerProvider, TracerProvider
 
+from otel.exporters import FastOTLPLogExporter, FastOTLPSpanExporter
 from otel.logs import configure_logging, setup_logs
 from otel.metrics import setup_metrics
 from otel.openmetrics import OpenMetricsReader
+from otel.resilience import (
+    ExportHealth,
+    ResilientLogExporter,
+    ResilientMetricExporter,
+    ResilientSpanExporter,
+    export_timeout,
+    register_instruments,
+)
 from otel.resource import build_resource
 from otel.tracing import setup_tracing
 
@@ -38,6 +47,8 @@ class Telemetry:
     # The pull reader behind `GET /metrics`; None when the SDK is disabled.
     metrics_reader: OpenMetricsReader | None = None
     exporting: dict[str, str] = field(default_factory=dict)
+    # One per pushed signal: dropped items and outages (otel.resilience).
+    export_health: list[ExportHealth] = field(default_factory=list)
 
     @classmethod
     def disabled(cls) -> Telemetry:
@@ -56,9 +67,10 @@ class Telemetry:
         """Build providers as the standard variables say.
 
         Each signal is pushed over OTLP/HTTP when `OTEL_EXPORTER_OTLP_ENDPOINT` or its per-signal variable is set
-        and its `OTEL_*_EXPORTER` is not `none`; metrics are always readable at `GET /metrics` as well. Timeouts,
-        queue sizes and intervals come from the SDK's own variables (`OTEL_EXPORTER_OTLP_TIMEOUT`, `OTEL_BSP_*`,
-        `OTEL_BLRP_*`, `OTEL_METRIC_EXPORT_INTERVAL`).
+        and its `OTEL_*_EXPORTER` is not `none`; metrics are always readable at `GET /metrics` as well. Queue sizes
+        and intervals come from the SDK's own variables (`OTEL_BSP_*`, `OTEL_BLRP_*`, `OTEL_METRIC_EXPORT_*`);
+        the export timeout from `OTEL_EXPORTER_OTLP[_<SIGNAL>]_TIMEOUT` in milliseconds, as the specification
+        says (`otel.resilience.export_timeout`). Every exporter is wrapped to count what an outage drops.
         """
         env = os.environ if env is None else env
         if env.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
@@ -71,32 +83,37 @@ class Telemetry:
 
         span_exporter = None
         if _wants_otlp(env, "TRACES"):
-            from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
-
-            span_exporter = OTLPSpanExporter()
+            span_exporter = ResilientSpanExporter(FastOTLPSpanExporter(timeout=export_timeout(env, "TRACES")))
             exporting["traces"] = "otlp"
         tracer_provider = setup_tracing(resource, span_exporter)
 
         reader = OpenMetricsReader()
         readers: list[MetricReader] = [reader]
+        metric_exporter = None
         if _wants_otlp(env, "METRICS"):
             from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
 
-            readers.append(PeriodicExportingMetricReader(OTLPMetricExporter()))
+            metric_exporter = ResilientMetricExporter(OTLPMetricExporter(timeout=export_timeout(env, "METRICS")))
+            readers.append(PeriodicExportingMetricReader(metric_exporter))
             exporting["metrics"] = "otlp"
         meter_provider = setup_metrics(resource, readers)
 
         log_exporter = None
         if _wants_otlp(env, "LOGS"):
-            from opentelemetry.exporter.otlp.proto.http._log_exporter import OTLPLogExporter
-
-            log_exporter = OTLPLogExporter()
+            log_exporter = ResilientLogExporter(FastOTLPLogExporter(timeout=export_timeout(env, "LOGS")))
             exporting["logs"] = "otlp"
         logger_provider = setup_logs(resource, log_exporter) if log_exporter is not None else None
-        return cls(resource, tracer_provider, meter_provider, logger_provider, reader, exporting)
+        health = [e.health for e in (span_exporter, metric_exporter, log_exporter) if e is not None]
+        register_instruments(meter_provider.get_meter("otel.resilience"), health)
+        return cls(resource, tracer_provider, meter_provider, logger_provider, reader, exporting, health)
 
     def shutdown(self) -> None:
-        """Flush and stop every provider (spans, logs and a last metric export); safe to call twice."""
+        """Flush and stop every provider (spans, logs and a last metric export); safe to call twice.
+
+        A signal whose backend is down drops what is left instead of waiting an export timeout per batch.
+        """
+        for health in self.export_health:
+            health.abandon_if_failing()
         for provider in (self.tracer_provider, self.meter_provider, self.logger_provider):
             shutdown = getattr(provider, "shutdown", None)
             if shutdown is not None:

@@ -12,7 +12,7 @@ from opentelemetry.trace import Tracer
 
 from otel.flask import FlaskTelemetry
 from otel.telemetry import Telemetry, installed
-from service import api
+from service import api, openapi
 from service.faults import FaultInjector, FaultPlan
 from service.feedback import FeedbackInstruments
 from service.instruments import ModelInstruments
@@ -47,6 +47,7 @@ def create_app(
     FlaskTelemetry(telemetry.tracer_provider, telemetry.meter_provider).init_app(app)
     register_error_handlers(app)
     app.register_blueprint(api.blueprint)
+    app.register_blueprint(openapi.blueprint)
 
     card = model.card
     meter = telemetry.meter_provider.get_meter("modellens")
@@ -70,7 +71,8 @@ def create_app(
             retention_seconds=settings.prediction_log_retention_seconds,
             max_rows=settings.prediction_log_max_rows,
         ).open()
-        state.feedback = FeedbackInstruments(meter, card, settings.slice_features)
+        known = {name: spec.values for name, spec in state.monitor.profile.slices.items()} if state.monitor else {}
+        state.feedback = FeedbackInstruments(meter, card, settings.slice_features, known)
         if state.shadow is not None:
             state.shadow.on_result = _shadow_logger(state.predictions)
     _log.info(

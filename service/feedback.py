@@ -6,7 +6,7 @@ import math
 import re
 import threading
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
 from opentelemetry.metrics import Counter, Meter
@@ -14,7 +14,8 @@ from opentelemetry.metrics import Counter, Meter
 from service.card import ModelCard
 from service.predictions import FeedbackItem, FeedbackResult, JoinedLabel
 from service.problems import FieldError, Problem
-from service.validation import escape_pointer, json_type
+from service.profile import OTHER
+from service.validation import MAX_MAGNITUDE, escape_pointer, json_type
 
 __all__ = ["DELAY_BUCKETS", "FeedbackInstruments", "parse_feedback", "summarize"]
 
@@ -112,11 +113,20 @@ class FeedbackInstruments:
     stays out of the confusion matrix.
     """
 
-    def __init__(self, meter: Meter, card: ModelCard, slice_names: Sequence[str]) -> None:
+    def __init__(
+        self,
+        meter: Meter,
+        card: ModelCard,
+        slice_names: Sequence[str],
+        slice_values: Mapping[str, Collection[str]] | None = None,
+    ) -> None:
         self.card = card
         self._regression = card.task == "regression"
         self._classes = frozenset(card.classes)
         self._slices = frozenset(slice_names)
+        # The reference profile's values per slice: any other stored value is exported as `__other__`, so a
+        # label value never comes from a request. None: values up to MAX_SLICE_VALUE characters pass as they are.
+        self._slice_values = None if slice_values is None else {k: frozenset(v) for k, v in slice_values.items()}
         self._current = {"model.name": card.name, "model.version": card.version}
         self.labels = meter.create_counter(
             "model.feedback.labels",
@@ -202,7 +212,10 @@ class FeedbackInstruments:
             for slice_name, slice_value in (label.slices or {}).items():
                 if slice_name not in self._slices or not isinstance(slice_value, str):
                     continue
-                if len(slice_value) > MAX_SLICE_VALUE:
+                if self._slice_values is not None:
+                    if slice_value not in self._slice_values.get(slice_name, ()):
+                        slice_value = OTHER
+                elif len(slice_value) > MAX_SLICE_VALUE:
                     continue
                 series = (*model, ("slice", slice_name), ("slice_value", slice_value))
                 slice_labels[(*series, ("outcome", outcome))] += 1
@@ -275,9 +288,13 @@ def _check_id(value: Any) -> str | None:
 def _check_number(value: Any, card: ModelCard, classes: frozenset[str]) -> str | None:
     kind = type(value)
     if kind is float:
-        return None if math.isfinite(value) else "must be a finite number"
+        if abs(value) <= MAX_MAGNITUDE:
+            return None
+        return (
+            "must be a finite number" if not math.isfinite(value) else f"number out of range (|x| ≤ {MAX_MAGNITUDE:g})"
+        )
     if kind is int:
-        return None if abs(value) < 1e308 else "number out of range"
+        return None if abs(value) <= MAX_MAGNITUDE else f"number out of range (|x| ≤ {MAX_MAGNITUDE:g})"
     return f"expected a number ({card.target}), got {json_type(value)}"
 
 

@@ -7,6 +7,7 @@ from collections.abc import Iterable
 
 from opentelemetry.metrics import CallbackOptions, Meter, Observation
 
+from otel.metrics import SECONDS_BUCKETS
 from service.card import ModelCard
 
 __all__ = ["BATCH_BUCKETS", "ModelInstruments"]
@@ -26,6 +27,7 @@ class ModelInstruments:
             "model.inference.duration",
             unit="s",
             description="Time the model takes to score one request's rows.",
+            explicit_bucket_boundaries_advisory=SECONDS_BUCKETS,
         )
         # Counted here and read at collection time: one add per request through the SDK costs more than the
         # integer increment, for every reader.

@@ -9,17 +9,28 @@ from typing import Any
 import numpy as np
 
 from service.card import ModelCard
+from service.duplicates import duplicates_possible, parse_checking_duplicates
 from service.problems import FieldError, Problem
 
-__all__ = ["escape_pointer", "json_type", "parse_body", "parse_instances"]
+__all__ = ["MAX_MAGNITUDE", "escape_pointer", "json_type", "parse_body", "parse_instances"]
 
 _MAX_KEY_IN_POINTER = 64
+# Finite numbers past this make a scaled feature overflow to infinity inside the model (a 500), and sums of them
+# (errors, histogram sums) useless: no real feature or label comes near it.
+MAX_MAGNITUDE = 1e100
+_OUT_OF_RANGE = ("non_finite", f"number out of range (|x| ≤ {MAX_MAGNITUDE:g})")
 
 
 def parse_body(body: bytes) -> Any:
-    """Decode a JSON body; malformed, non-UTF-8 or absurdly nested input is a 400 problem."""
+    """Decode a JSON body; malformed, non-UTF-8 or absurdly nested input is a 400 problem.
+
+    A member name repeated in one object is a 422 naming each repeat (JSON parsers disagree on which value wins).
+    """
     try:
-        return json.loads(body)
+        payload = json.loads(body)
+        if duplicates_possible(body, payload):
+            payload = parse_checking_duplicates(body)
+        return payload
     except json.JSONDecodeError as error:
         detail = f"The body is not valid JSON: {error.msg} at line {error.lineno} column {error.colno}."
     except UnicodeDecodeError:
@@ -94,9 +105,11 @@ def _check(value: Any, is_numeric: bool) -> tuple[str, str] | None:
     kind = type(value)
     if is_numeric:
         if kind is float:
-            return None if math.isfinite(value) else ("non_finite", "must be a finite number")
+            if abs(value) <= MAX_MAGNITUDE:
+                return None
+            return ("non_finite", "must be a finite number") if not math.isfinite(value) else _OUT_OF_RANGE
         if kind is int:
-            return None if abs(value) < 1e308 else ("non_finite", "number out of range")
+            return None if abs(value) <= MAX_MAGNITUDE else _OUT_OF_RANGE
         return "wrong_type", f"expected a number, got {json_type(value)}"
     if kind is str:
         return None

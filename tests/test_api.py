@@ -10,6 +10,7 @@ import pytest
 from flask.testing import FlaskClient
 from prometheus_client.openmetrics.parser import text_string_to_metric_families
 
+from otel.metrics import SECONDS_BUCKETS
 from service.app import create_app
 from service.card import ModelCard
 from service.settings import Settings
@@ -264,6 +265,9 @@ class TestOperationalEndpoints:
         assert predict_samples[0].value == 1
         inference = families["model_inference_duration_seconds"]
         assert any(s.exemplar and s.exemplar.labels["trace_id"] == trace_id for s in inference.samples)
+        for family in (duration, inference):  # second-based buckets, not the SDK's millisecond defaults
+            bounds = sorted({float(s.labels["le"]) for s in family.samples if s.name.endswith("_bucket")})
+            assert bounds == [*SECONDS_BUCKETS, float("inf")]
         predictions = families["model_predictions"]
         assert [
             (s.labels["model_version"], s.labels["outcome"], s.value)

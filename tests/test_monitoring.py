@@ -195,7 +195,7 @@ class TestMetrics:
 
     def test_every_bin_exists_at_zero_before_traffic(self, diabetes: Any) -> None:
         card, profile, _, _ = diabetes
-        monitor, reader, provider = _monitor(diabetes)
+        _, reader, provider = _monitor(diabetes)
         points = _points(reader.get_metrics_data(), "model.feature.observations")
         expected = sum(len(profile.features[spec.name].labels) for spec in card.features)
         assert len(points) == expected

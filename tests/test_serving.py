@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import atexit
 import bisect
 import json
 import math
+import shutil
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -27,8 +30,15 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 def serve(model_dir: Path, port: int, otlp: OTLPReceiver | None, **env: str) -> ServiceProcess:
-    """`modellens serve` (gunicorn, one gthread worker) on 127.0.0.1:port, pushing OTLP to the receiver."""
+    """`modellens serve` (gunicorn, one gthread worker) on 127.0.0.1:port, pushing OTLP to the receiver.
+
+    Each service gets its own prediction log (a temp file) unless `MODELLENS_PREDICTION_LOG` is given, so tests
+    sharing a model directory never share, or corrupt, one SQLite file.
+    """
+    log_dir = tempfile.mkdtemp(prefix="modellens-test-log-")
+    atexit.register(shutil.rmtree, log_dir, True)
     variables: dict[str, str | None] = {
+        "MODELLENS_PREDICTION_LOG": str(Path(log_dir) / "predictions.sqlite3"),
         "MODELLENS_MODEL_DIR": str(model_dir),
         "MODELLENS_HOST": "127.0.0.1",
         "MODELLENS_PORT": str(port),

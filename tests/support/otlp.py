@@ -130,7 +130,8 @@ class OTLPReceiver:
     hanging requests.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, port: int = 0) -> None:
+        self._port = port  # 0: a free port; a fixed one lets a test bring a "dead" endpoint back to life
         self._cond = threading.Condition()
         self._mode: Mode = "ok"
         self._generation = 0  # bumped on every mode change: releases hanging requests
@@ -159,10 +160,10 @@ class OTLPReceiver:
         self.close()
 
     def start(self) -> OTLPReceiver:
-        """Bind a free loopback port and serve in a daemon thread."""
+        """Bind the loopback port (a free one unless given) and serve in a daemon thread."""
         if self._server is not None or self._closing:
             raise RuntimeError("OTLPReceiver can only be started once")
-        self._server = _Server(self)
+        self._server = _Server(self, self._port)
         self._thread = threading.Thread(
             target=self._server.serve_forever,
             kwargs={"poll_interval": 0.05},
@@ -330,11 +331,11 @@ class _Handler(BaseHTTPRequestHandler):
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
 
-    def __init__(self, receiver: OTLPReceiver) -> None:
+    def __init__(self, receiver: OTLPReceiver, port: int = 0) -> None:
         self.receiver = receiver
         self._active = 0
         self._idle = threading.Condition()
-        super().__init__((LOOPBACK, 0), _Handler)
+        super().__init__((LOOPBACK, port), _Handler)
 
     def server_bind(self) -> None:
         socketserver.TCPServer.server_bind(self)  # skip HTTPServer's getfqdn(): a reverse DNS lookup

@@ -1,0 +1,318 @@
+"""The service's OpenAPI 3.1 description, generated from the served model card, at `GET /openapi.json`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Blueprint, Response, current_app, jsonify
+
+from service import __version__
+from service.card import ModelCard
+from service.settings import Settings
+from service.validation import MAX_MAGNITUDE
+
+__all__ = ["blueprint", "build_document"]
+
+blueprint = Blueprint("openapi", __name__)
+
+_PROBLEM = "application/problem+json"
+_EXTENSION = "modellens.openapi"
+_ID_PATTERN = "^[0-9a-f]{32}$"
+
+
+@blueprint.get("/openapi.json")
+def openapi() -> Response:
+    document = current_app.extensions.get(_EXTENSION)
+    if document is None:  # built on first use, from what the app serves
+        state = current_app.extensions["modellens"]
+        document = build_document(state.model.card, state.settings, feedback=state.predictions is not None)
+        current_app.extensions[_EXTENSION] = document
+    return jsonify(document)
+
+
+def build_document(card: ModelCard, settings: Settings, *, feedback: bool = True) -> dict[str, Any]:
+    """The OpenAPI 3.1 document for a service serving `card` with `settings` (limits, monitoring)."""
+    paths: dict[str, Any] = {
+        "/predict": {"post": _predict(settings)},
+        "/healthz": {"get": _get("Liveness: the process answers.", _object({"status": {"const": "ok"}}))},
+        "/readyz": {
+            "get": _get(
+                "Readiness: the model is loaded.",
+                _object({"status": {"const": "ready"}, "model": {"$ref": "#/components/schemas/ModelRef"}}),
+                {"503": _problem_ref("Not ready: no model is loaded.")},
+            )
+        },
+        "/model": {"get": _get("The model card: features, training ranges, holdout metrics.", _card_schema())},
+        "/model/reference": {
+            "get": _get(
+                "The reference profile (bins and training shares) drift is measured against.",
+                {"type": "object"},
+                {"404": _problem_ref("Monitoring is off.")},
+            )
+        },
+        "/monitoring": {
+            "get": _get(
+                "The current window: drift, data quality, slices, shadow, realized performance.",
+                {"type": "object"},
+                {"404": _problem_ref("Monitoring is off.")},
+            )
+        },
+        "/metrics": {"get": _metrics()},
+        "/openapi.json": {"get": _get("This document.", {"type": "object"})},
+    }
+    if feedback:
+        paths["/feedback"] = {"post": _feedback(card, settings)}
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "modellens model service",
+            "version": __version__,
+            "summary": f"Serves {card.name} {card.version} ({card.task}).",
+            "description": (
+                "Errors are RFC 9457 problem documents (application/problem+json) whose `errors` name each "
+                f"offending field by JSON Pointer. Bodies over {settings.max_body_bytes} bytes are refused with 413; "
+                "a member name repeated in one object is a 422. Every response carries `X-Trace-Id` and a W3C "
+                "`traceparent`."
+            ),
+        },
+        "paths": paths,
+        "components": {
+            "schemas": {
+                "Instance": _instance_schema(card),
+                "PredictRequest": _object(
+                    {
+                        "instances": {
+                            "type": "array",
+                            "minItems": 1,
+                            "maxItems": settings.max_batch,
+                            "items": {"$ref": "#/components/schemas/Instance"},
+                        }
+                    }
+                ),
+                "PredictResponse": _object(
+                    {
+                        "predictions": {"type": "array", "items": _prediction_schema(card)},
+                        "prediction_ids": {"type": "array", "items": {"type": "string", "pattern": _ID_PATTERN}},
+                        "model": {"$ref": "#/components/schemas/ModelRef"},
+                    }
+                ),
+                "FeedbackRequest": _object(
+                    {
+                        "feedback": {
+                            "type": "array",
+                            "minItems": 1,
+                            "maxItems": settings.max_batch,
+                            "items": _object(
+                                {
+                                    # No anchors: with the length fixed, one pattern means the same in every
+                                    # regex dialect (`$` matches before a final newline in some).
+                                    "prediction_id": {
+                                        "type": "string",
+                                        "minLength": 32,
+                                        "maxLength": 32,
+                                        "pattern": "[0-9a-fA-F]{32}",
+                                    },
+                                    "actual": _prediction_schema(card, label=True),
+                                }
+                            ),
+                        }
+                    }
+                ),
+                "FeedbackResponse": _object(
+                    {
+                        "accepted": {"type": "integer", "minimum": 0},
+                        "unknown_ids": {"type": "array", "items": {"type": "string"}, "maxItems": 100},
+                        "duplicate_ids": {"type": "array", "items": {"type": "string"}, "maxItems": 100},
+                        "unknown_ids_truncated": {"type": "integer", "minimum": 1},
+                        "duplicate_ids_truncated": {"type": "integer", "minimum": 1},
+                    },
+                    required=("accepted", "unknown_ids", "duplicate_ids"),
+                ),
+                "ModelRef": _object({"name": {"type": "string"}, "version": {"type": "string"}}),
+                "Problem": _problem_schema(),
+            },
+            "headers": {
+                "X-Trace-Id": {
+                    "description": "The trace that holds this request (32 hex digits).",
+                    "schema": {"type": "string", "pattern": _ID_PATTERN},
+                },
+                "traceparent": {"description": "W3C trace context of this request.", "schema": {"type": "string"}},
+            },
+        },
+    }
+
+
+# --- schemas ----------------------------------------------------------------------------------------------------
+def _object(properties: dict[str, Any], *, required: tuple[str, ...] | None = None) -> dict[str, Any]:
+    return {
+        "type": "object",
+        "properties": properties,
+        "required": list(properties if required is None else required),
+        "additionalProperties": False,
+    }
+
+
+def _instance_schema(card: ModelCard) -> dict[str, Any]:
+    properties: dict[str, Any] = {}
+    for spec in card.features:
+        if spec.type == "numeric":
+            schema: dict[str, Any] = {
+                "type": ["number", "null"],
+                # NaN and infinities are not JSON; larger numbers overflow inside the model.
+                "minimum": -MAX_MAGNITUDE,
+                "maximum": MAX_MAGNITUDE,
+                "description": f"Trained on [{spec.min}, {spec.max}]; null is a missing value (imputed).",
+            }
+        else:
+            schema = {
+                "type": ["string", "null"],
+                "description": "A category; unseen ones are scored and counted; null is a missing value.",
+                "examples": list(spec.categories[:10]),
+            }
+        properties[spec.name] = schema
+    return {**_object(properties), "description": f"One row of {card.name}'s features, every one present."}
+
+
+def _prediction_schema(card: ModelCard, *, label: bool = False) -> dict[str, Any]:
+    """A prediction, or (`label`) a ground-truth label, whose magnitude the service bounds."""
+    if card.task == "classification":
+        return {"type": "string", "enum": list(card.classes)}
+    if label:
+        return {"type": "number", "minimum": -MAX_MAGNITUDE, "maximum": MAX_MAGNITUDE}
+    return {"type": "number"}
+
+
+def _card_schema() -> dict[str, Any]:
+    return {
+        "type": "object",
+        "required": ["name", "version", "task", "features"],
+        "properties": {
+            "name": {"type": "string"},
+            "version": {"type": "string"},
+            "task": {"enum": ["regression", "classification"]},
+            "features": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "required": ["name", "type"],
+                    "properties": {"name": {"type": "string"}, "type": {"enum": ["numeric", "categorical"]}},
+                },
+            },
+        },
+    }
+
+
+def _problem_schema() -> dict[str, Any]:
+    return {
+        "type": "object",
+        "description": "RFC 9457 problem details.",
+        "required": ["type", "title", "status", "detail", "instance"],
+        "properties": {
+            "type": {"type": "string"},
+            "title": {"type": "string"},
+            "status": {"type": "integer", "minimum": 400, "maximum": 599},
+            "detail": {"type": "string"},
+            "instance": {"type": "string"},
+            "errors": {
+                "type": "array",
+                "maxItems": 100,
+                "items": _object(
+                    {
+                        "pointer": {"type": "string", "description": "JSON Pointer (RFC 6901) into the request body."},
+                        "reason": {"type": "string"},
+                    }
+                ),
+            },
+            "errors_truncated": {"type": "integer", "minimum": 1},
+            "trace_id": {"type": "string", "pattern": _ID_PATTERN},
+        },
+    }
+
+
+# --- operations -------------------------------------------------------------------------------------------------
+def _problem_ref(description: str) -> dict[str, Any]:
+    return {"description": description, "content": {_PROBLEM: {"schema": {"$ref": "#/components/schemas/Problem"}}}}
+
+
+def _traced(description: str, schema: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "description": description,
+        "headers": {
+            "X-Trace-Id": {"$ref": "#/components/headers/X-Trace-Id"},
+            "traceparent": {"$ref": "#/components/headers/traceparent"},
+        },
+        "content": {"application/json": {"schema": schema}},
+    }
+
+
+def _get(summary: str, schema: dict[str, Any], extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    return {
+        "summary": summary,
+        "responses": {
+            "200": {"description": "OK", "content": {"application/json": {"schema": schema}}},
+            **(extra or {}),
+            "default": _problem_ref("Any other error."),
+        },
+    }
+
+
+def _body_errors(settings: Settings, noun: str) -> dict[str, Any]:
+    return {
+        "400": _problem_ref("Malformed JSON: not valid JSON, not UTF-8, or nested too deeply."),
+        "413": _problem_ref(f"Body over {settings.max_body_bytes} bytes, or more than {settings.max_batch} {noun}."),
+        "415": _problem_ref("Not application/json."),
+        "422": _problem_ref(
+            "Not the expected object: each offending value named in `errors` (missing, unknown, wrong type, "
+            "not finite, repeated member)."
+        ),
+        "default": _problem_ref("Any other error (500: details in the trace, never in the response)."),
+    }
+
+
+def _predict(settings: Settings) -> dict[str, Any]:
+    return {
+        "summary": "Score a batch of rows.",
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/PredictRequest"}}},
+        },
+        "responses": {
+            "200": _traced(
+                "One prediction and one id per instance, in order.", {"$ref": "#/components/schemas/PredictResponse"}
+            ),
+            **_body_errors(settings, "instances"),
+        },
+    }
+
+
+def _feedback(card: ModelCard, settings: Settings) -> dict[str, Any]:
+    target = "class label" if card.task == "classification" else f"value of {card.target}"
+    return {
+        "summary": f"Join ground truth (the {target}) to earlier predictions by id.",
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/FeedbackRequest"}}},
+        },
+        "responses": {
+            "200": _traced(
+                "Labels joined, and ids unknown or already labelled.", {"$ref": "#/components/schemas/FeedbackResponse"}
+            ),
+            "404": _problem_ref("The prediction log is off."),
+            **_body_errors(settings, "labels"),
+        },
+    }
+
+
+def _metrics() -> dict[str, Any]:
+    return {
+        "summary": "Prometheus text, or OpenMetrics with trace exemplars when the Accept header asks for it.",
+        "responses": {
+            "200": {
+                "description": "Every metric of docs/metrics.md.",
+                "content": {
+                    "text/plain": {"schema": {"type": "string"}},
+                    "application/openmetrics-text": {"schema": {"type": "string"}},
+                },
+            },
+        },
+    }
