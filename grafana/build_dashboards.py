@@ -703,7 +703,7 @@ def _model_health() -> Dashboard:
                 unit="percentunit",
                 width=24,
                 description="Share of predictions per bin over the rate interval (live) next to the share of the "
-                "training predictions (training). Regression: the bins are the training deciles (\"0\" lowest, about "
+                'training predictions (training). Regression: the bins are the training deciles ("0" lowest, about '
                 "10 % each in training). Classification: one bin per class.",
             ),
             Row("Drift"),
