@@ -53,6 +53,19 @@ format: install-dev
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
+# Benchmarks (BENCHMARKS.md): every configuration under gunicorn, driven by Debian's wrk, interleaved over rounds,
+# plus in-process micro-benchmarks and a 1M-request memory run. `make bench` writes benchmarks/results/<time>.{json,md}
+# and refreshes BENCHMARKS.md (about an hour on 2 cores, most of it the memory run: BENCH_ARGS="--skip memory"
+# leaves it out). `make bench-short` proves the harness works in a few minutes; its timings mean nothing.
+BENCH_ARGS ?=
+.PHONY: bench bench-short
+
+bench: install-dev system-deps
+	$(BIN)/python -m benchmarks.run --update-benchmarks-md $(BENCH_ARGS)
+
+bench-short: install-dev system-deps
+	$(BIN)/python -m benchmarks.run --short $(BENCH_ARGS)
+
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info
 
