@@ -2,9 +2,10 @@
 
     python -m benchmarks.micro --model DIR [--short] [--json PATH]
 
-Each number is the median over `repeat` timings of `number` calls (the minimum is kept in the JSON too). Pieces
-use the service's own setup functions (otel/) with exporters that drop what they get, so they time the request
-path; the OTLP encoding that the exporter thread does later is timed separately, per item.
+Each timing is CPU time per call over `repeat` runs of `number` calls: `min` (the best run, what the report and
+the goals use: interference from other processes only ever adds time) and `median`. Pieces use the service's own
+setup functions (otel/) with exporters that drop what they get, so they time the request path; the OTLP encoding
+that the exporter thread does later is timed separately, per item.
 """
 
 from __future__ import annotations

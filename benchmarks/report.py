@@ -97,8 +97,9 @@ def _goal_value(goal_subject: str, metric: str, results: dict[str, Any]) -> floa
         if not micro:
             return None
         values = {
-            "monitor_single_us": micro["monitor"]["single_row_us"]["median"],
-            "monitor_batch100_us_per_row": micro["monitor"]["batch100_us_per_row"]["median"],
+            # The best of the repeats: on a shared machine, interference only ever adds CPU time.
+            "monitor_single_us": micro["monitor"]["single_row_us"]["min"],
+            "monitor_batch100_us_per_row": micro["monitor"]["batch100_us_per_row"]["min"],
             "drift_speedup": micro["drift"]["speedup"],
             "drift_identical": 1.0 if micro["drift"]["identical"] else 0.0,
         }
@@ -253,15 +254,19 @@ def _micro_section(micro: dict[str, Any] | None) -> list[str]:
     if not micro:
         return []
     monitor, drift, pieces = micro["monitor"], micro["drift"], micro["pieces_us"]
-    lines = ["", "### In-process micro-benchmarks (CPU µs per call, median)", ""]
+    lines = [
+        "",
+        "### In-process micro-benchmarks (CPU µs per call: the best of the repeats, and their median)",
+        "",
+    ]
     rows = [
-        ["ModelMonitor.observe, 1-row request", _num(monitor["single_row_us"]["median"], 1)],
-        ["ModelMonitor.observe, 100-row request", _num(monitor["batch100_us_per_request"]["median"], 1)],
-        ["ModelMonitor.observe, per row of a 100-row request", _num(monitor["batch100_us_per_row"]["median"], 2)],
+        ["ModelMonitor.observe, 1-row request", *_best_median(monitor["single_row_us"], 1)],
+        ["ModelMonitor.observe, 100-row request", *_best_median(monitor["batch100_us_per_request"], 1)],
+        ["ModelMonitor.observe, per row of a 100-row request", *_best_median(monitor["batch100_us_per_row"], 2)],
         [f"drift scores at collection time ({drift['scores']} PSI+JS pairs, {drift['window_rows']:,}-row window)",
-         _num(drift["collection_us"]["median"], 0)],
-        [f"recompute the same from raw rows (numpy + scipy); speedup {drift['speedup']:,.0f}×, largest score "
-         f"difference {drift['max_abs_difference']:.1e}", _num(drift["recompute_us"]["median"], 0)],
+         *_best_median(drift["collection_us"], 0)],
+        [f"recompute the same from raw rows (numpy + scipy): {drift['speedup']:,.0f}× the median, largest score "
+         f"difference {drift['max_abs_difference']:.1e}", *_best_median(drift["recompute_us"], 0)],
     ]  # fmt: skip
     labels = {
         "span_start_end_sampled": "span start+end (start_as_current_span), sampled",
@@ -272,12 +277,16 @@ def _micro_section(micro: dict[str, Any] | None) -> list[str]:
         "histogram_record_in_sampled_span": "Histogram.record inside a sampled span (exemplar offered)",
         "log_line_stdout_and_otel": "access-log line: structlog → JSON on a stream + OTel log record",
         "log_line_stdout_only": "access-log line: structlog → JSON on a stream only",
-        "log_line_filtered_by_level": "access-log line below the log level (dropped by stdlib after structlog)",
+        "log_line_filtered_by_level": "access-log line below the log level",
         "otlp_encode_per_span": "OTLP protobuf encoding per span (exporter thread)",
         "otlp_encode_per_log_record": "OTLP protobuf encoding per log record (exporter thread)",
     }
-    rows += [[labels.get(key, key), _num(value["median"], 1)] for key, value in pieces.items()]
-    return lines + _table(["piece", "µs"], rows)
+    rows += [[labels.get(key, key), *_best_median(value, 1)] for key, value in pieces.items()]
+    return lines + _table(["piece", "best µs", "median µs"], rows)
+
+
+def _best_median(timing: dict[str, float], digits: int) -> list[str]:
+    return [_num(timing["min"], digits), _num(timing["median"], digits)]
 
 
 def _memory_section(memory: dict[str, Any] | None) -> list[str]:

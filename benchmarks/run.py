@@ -125,7 +125,7 @@ def _line(record: dict[str, Any]) -> str:
 
 def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     started_at = dt.datetime.now(dt.UTC)
-    git_at_start = _git()
+    git_at_start, machine = _git(), procstat.machine()
     setup = prepare(workdir, pin=not args.no_pin)
     configs = _selected(args)
     results: dict[str, Any] = {"runs": [], "discarded": [], "micro": None, "memory": None}
@@ -166,7 +166,7 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         "connections": setup.connections,
         "server_cpus": setup.server_cpus,
         "client_cpus": setup.client_cpus,
-        "machine": procstat.machine(),
+        "machine": machine,
         "loadavg_at_end": Path("/proc/loadavg").read_text().split()[:3],
         "git": git_at_start,
         "code": {"measured": source_fingerprint(setup.source_dir), "tree_at_end": source_fingerprint()},
