@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -17,7 +16,7 @@ from service.feedback import FeedbackInstruments, parse_feedback, summarize
 from service.instruments import ModelInstruments
 from service.model import Model
 from service.monitoring import ModelMonitor
-from service.predictions import PredictionLog, PredictionRecord
+from service.predictions import PredictionLog, PredictionRequest, new_prediction_ids
 from service.problems import Problem
 from service.profile import slice_label
 from service.settings import Settings
@@ -77,7 +76,8 @@ def predict() -> Response:
     structlog.contextvars.bind_contextvars(model_version=card.version)
     with tracer.start_as_current_span("validate", attributes=span_attributes) as span:
         _require_json()
-        payload = parse_body(request.get_data(cache=False))
+        body = request.get_data(cache=False)
+        payload = parse_body(body)
         try:
             rows = parse_instances(payload, card, state.settings.max_batch)
         except Problem as problem:
@@ -100,10 +100,10 @@ def predict() -> Response:
         state.instruments.record_success(len(rows), time.perf_counter() - started)
     if state.monitor is not None:
         state.monitor.observe(rows, raw)
-    prediction_ids = _new_ids(len(rows))
+    request_id, prediction_ids = new_prediction_ids(len(rows))
     predictions = model.to_python(raw)
     if state.predictions is not None:
-        _log_predictions(state, payload["instances"], rows, predictions, prediction_ids)
+        _log_predictions(state, request_id, body, rows, predictions)
     if state.shadow is not None:
         state.shadow.submit(rows, raw, prediction_ids)
     return jsonify(
@@ -113,29 +113,27 @@ def predict() -> Response:
     )
 
 
-def _log_predictions(
-    state: ServiceState, instances: list[dict[str, Any]], rows: Any, predictions: list[Any], ids: list[str]
-) -> None:
-    """Hand the rows to the prediction log before the 200 goes out (the log never drops what it was given)."""
+def _log_predictions(state: ServiceState, request_id: str, body: bytes, rows: Any, predictions: list[Any]) -> None:
+    """Hand the request to the prediction log before the 200 goes out (the log never drops what it was given)."""
     assert state.predictions is not None
     card = state.model.card
     span_context = trace.get_current_span().get_span_context()
-    trace_id = format(span_context.trace_id, "032x") if span_context.is_valid else None
-    now = time.time()
-    slice_columns = [(name, card.feature_names.index(name)) for name in state.settings.slice_features]
+    slices = None
+    if state.settings.slice_features:
+        columns = [(name, card.feature_names.index(name)) for name in state.settings.slice_features]
+        slices = {name: [slice_label(value) for value in rows[:, column]] for name, column in columns}
     state.predictions.record(
         [
-            PredictionRecord(
-                prediction_id=prediction_id,
-                trace_id=trace_id,
-                created_at=now,
+            PredictionRequest(
+                request_id=request_id,
+                trace_id=format(span_context.trace_id, "032x") if span_context.is_valid else None,
+                created_at=time.time(),
                 model_name=card.name,
                 model_version=card.version,
-                inputs=instance,
-                prediction=prediction,
-                slices={name: slice_label(row[column]) for name, column in slice_columns} if slice_columns else None,
+                body=body,
+                predictions=predictions,
+                slices=slices,
             )
-            for prediction_id, instance, row, prediction in zip(ids, instances, rows, predictions, strict=True)
         ]
     )
 
@@ -160,12 +158,6 @@ def feedback() -> Response:
     if result.unknown_ids or result.duplicate_ids:
         _log.info("feedback not joined", unknown=len(result.unknown_ids), duplicate=len(result.duplicate_ids))
     return jsonify(summarize(result))
-
-
-def _new_ids(count: int) -> list[str]:
-    """Random 128-bit ids, one urandom call for the whole batch."""
-    raw = os.urandom(16 * count).hex()
-    return [raw[i : i + 32] for i in range(0, 32 * count, 32)]
 
 
 @blueprint.get("/healthz")

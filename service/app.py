@@ -18,7 +18,7 @@ from service.feedback import FeedbackInstruments
 from service.instruments import ModelInstruments
 from service.model import Model, ModelLoadError, load_model
 from service.monitoring import ModelMonitor
-from service.predictions import PredictionLog
+from service.predictions import PredictionLog, split_prediction_id
 from service.problems import register_error_handlers
 from service.profile import PROFILE_FILE, ReferenceProfile
 from service.settings import Settings
@@ -135,7 +135,9 @@ def _faults(settings: Settings, meter: Meter, tracer: Tracer) -> FaultInjector |
 
 def _shadow_logger(log: PredictionLog) -> Callable[[Sequence[str], Any], None]:
     def record(prediction_ids: Sequence[str], challenger: Any) -> None:
-        for prediction_id, value in zip(prediction_ids, challenger.tolist(), strict=True):
-            log.record_shadow(prediction_id, value)
+        # One request's predictions share its request id (see service.predictions.new_prediction_ids).
+        split = split_prediction_id(prediction_ids[0]) if prediction_ids else None
+        if split is not None:
+            log.record_shadow(split[0], challenger.tolist())
 
     return record

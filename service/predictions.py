@@ -1,10 +1,17 @@
-"""The prediction log: every acknowledged prediction in SQLite, so ground truth that arrives later still joins."""
+"""The prediction log: every acknowledged prediction in SQLite, so ground truth that arrives later still joins.
+
+One SQLite row per `/predict` request, not per prediction: the request body exactly as received, and the
+predictions as one JSON array. The id of prediction `i` is the request's random 96-bit id followed by `i` as 8 hex
+digits, so a label finds its row, and its place in it, from the id alone. Writing a 1000-row request is then one
+insert and no per-row encoding, which keeps the log off the batch path's critical cost.
+"""
 
 from __future__ import annotations
 
 import atexit
 import json
 import math
+import os
 import sqlite3
 import threading
 import time
@@ -24,38 +31,45 @@ __all__ = [
     "JoinedLabel",
     "LogStats",
     "PredictionLog",
-    "PredictionRecord",
+    "PredictionRequest",
     "StoredPrediction",
+    "new_prediction_ids",
+    "split_prediction_id",
 ]
 
 _log = structlog.get_logger("service.predictions")
 
 _SCHEMA = """
-CREATE TABLE IF NOT EXISTS predictions (
-    prediction_id TEXT PRIMARY KEY,
+CREATE TABLE IF NOT EXISTS requests (
+    request_id TEXT PRIMARY KEY,
     trace_id TEXT,
     created_at REAL NOT NULL,
     model_name TEXT NOT NULL,
     model_version TEXT NOT NULL,
-    inputs TEXT NOT NULL,
-    prediction TEXT NOT NULL,
-    shadow_prediction TEXT,
+    row_count INTEGER NOT NULL,
+    body BLOB NOT NULL,
+    predictions TEXT NOT NULL,
+    shadow_predictions TEXT,
     slices TEXT
 );
-CREATE INDEX IF NOT EXISTS predictions_created_at ON predictions (created_at);
+CREATE INDEX IF NOT EXISTS requests_created_at ON requests (created_at);
 CREATE TABLE IF NOT EXISTS feedback (
     prediction_id TEXT PRIMARY KEY,
     actual TEXT NOT NULL,
     received_at REAL NOT NULL
 );
 """
-_INSERT = "INSERT OR IGNORE INTO predictions VALUES (?, ?, ?, ?, ?, ?, ?, NULL, ?)"
-_SHADOW = "UPDATE predictions SET shadow_prediction = ? WHERE prediction_id = ?"
-_SELECT = (
-    "SELECT p.prediction_id, p.trace_id, p.created_at, p.model_name, p.model_version, p.inputs, p.prediction,"
-    " p.shadow_prediction, p.slices, f.actual, f.received_at"
-    " FROM predictions AS p LEFT JOIN feedback AS f USING (prediction_id) WHERE p.prediction_id IN ({})"
+# requests.body: the /predict body as received ({"instances": [...]}, validated JSON); predictions and
+# shadow_predictions: JSON arrays in row order; slices: {slice feature: [slice value per row]}.
+_INSERT = "INSERT OR IGNORE INTO requests VALUES (?, ?, ?, ?, ?, ?, ?, ?, NULL, ?)"
+_SHADOW = "UPDATE requests SET shadow_predictions = ? WHERE request_id = ?"
+_SELECT_REQUESTS = (
+    "SELECT request_id, trace_id, created_at, model_name, model_version, row_count, body, predictions,"
+    " shadow_predictions, slices FROM requests WHERE request_id IN ({})"
 )
+_SELECT_LABELS = "SELECT prediction_id, actual, received_at FROM feedback WHERE prediction_id IN ({})"
+_REQUEST_ID_HEX = 24  # 96 random bits per request
+_INDEX_HEX = 8  # the row's index in its request
 _BUSY_TIMEOUT = 5.0  # seconds a connection waits for another worker's write lock before it reports "locked"
 _FLUSH_TIMEOUT = 5.0  # how long a join waits for this process's queued predictions to be committed
 _MAX_BATCH_ROWS = 2000  # rows per write transaction, so waiting producers get room back soon
@@ -71,17 +85,42 @@ _WAKE_ROWS = 256
 
 
 @dataclass(frozen=True, slots=True)
-class PredictionRecord:
-    """One scored row as the service acknowledged it. `inputs` must not be mutated after `record`."""
+class PredictionRequest:
+    """One acknowledged `/predict` request. Its predictions' ids are `prediction_ids(request_id, rows)`."""
 
-    prediction_id: str
+    request_id: str  # 24 hex digits (`new_prediction_ids`)
     trace_id: str | None
     created_at: float  # unix seconds
     model_name: str
     model_version: str
-    inputs: Mapping[str, Any]  # feature → value, as received (None or NaN for a missing value)
-    prediction: float | str
-    slices: Mapping[str, str] | None = None  # slice feature → slice value
+    body: bytes  # the request body as received: {"instances": [...]}
+    predictions: Sequence[float | str]  # one per row, in row order
+    slices: Mapping[str, Sequence[str]] | None = None  # slice feature → slice value per row
+
+    @property
+    def prediction_ids(self) -> list[str]:
+        return _ids(self.request_id, len(self.predictions))
+
+
+def new_prediction_ids(count: int) -> tuple[str, list[str]]:
+    """A new random request id, and the ids of its `count` predictions (32 hex digits each)."""
+    request_id = os.urandom(_REQUEST_ID_HEX // 2).hex()
+    return request_id, _ids(request_id, count)
+
+
+def split_prediction_id(prediction_id: str) -> tuple[str, int] | None:
+    """The request id and row index a prediction id stands for; None if it is not one of ours."""
+    if len(prediction_id) != _REQUEST_ID_HEX + _INDEX_HEX:
+        return None
+    try:
+        int(prediction_id, 16)
+    except ValueError:
+        return None
+    return prediction_id[:_REQUEST_ID_HEX], int(prediction_id[_REQUEST_ID_HEX:], 16)
+
+
+def _ids(request_id: str, count: int) -> list[str]:
+    return [f"{request_id}{index:08x}" for index in range(count)]
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,7 +217,7 @@ class PredictionLog:
         self._work = threading.Condition(self._lock)  # the writer waits here for rows
         self._space = threading.Condition(self._lock)  # producers wait here for room
         self._done = threading.Condition(self._lock)  # flushers wait here for commits
-        self._queue: deque[tuple[int, Any]] = deque()
+        self._queue: deque[tuple[int, Any, int]] = deque()  # (operation, payload, rows)
         self._pending_rows = 0  # rows queued or being written
         self._enqueued = 0  # operations accepted so far
         self._committed = 0  # operations written so far (a prefix of the queue order)
@@ -245,15 +284,15 @@ class PredictionLog:
         self.close()
 
     # --- writing ------------------------------------------------------------------------------------------
-    def record(self, entries: Sequence[PredictionRecord]) -> None:
-        """Queue rows for the writer. Blocks (counted in `blocked_count`) while the queue is full."""
-        count = len(entries)
+    def record(self, requests: Sequence[PredictionRequest]) -> None:
+        """Queue requests for the writer. Blocks (counted in `blocked_count`) while the queue is full."""
+        count = sum(len(request.predictions) for request in requests)
         if count:
-            self._put(_INSERT_OP, entries, count)
+            self._put(_INSERT_OP, requests, count)
 
-    def record_shadow(self, prediction_id: str, shadow_prediction: float | str) -> None:
-        """Queue the challenger's prediction for a row recorded earlier (written after that row's insert)."""
-        self._put(_SHADOW_OP, (prediction_id, shadow_prediction), 1)
+    def record_shadow(self, request_id: str, shadow_predictions: Sequence[float | str]) -> None:
+        """Queue the challenger's predictions for a request recorded earlier (written after its insert)."""
+        self._put(_SHADOW_OP, (request_id, shadow_predictions), 1)
 
     def flush(self, timeout: float | None = None) -> bool:
         """Wait until everything queued so far is committed; False if `timeout` passed first."""
@@ -284,7 +323,7 @@ class PredictionLog:
                         raise RuntimeError(f"prediction log {self.path} closed while waiting for room")
             if not self._queue:
                 self._oldest = time.monotonic()
-            self._queue.append((kind, payload))
+            self._queue.append((kind, payload, rows))
             self._pending_rows += rows
             self._enqueued += 1
             if self._writer_idle and self._pending_rows >= _WAKE_ROWS:
@@ -295,23 +334,33 @@ class PredictionLog:
     def lookup(self, ids: Iterable[str]) -> dict[str, StoredPrediction]:
         """The stored predictions among `ids` (after committing this process's queued rows)."""
         self._flush_for_read()
+        wanted = list(dict.fromkeys(ids))
         found: dict[str, StoredPrediction] = {}
         with self._reading() as connection:
-            for chunk in _chunks(list(dict.fromkeys(ids))):
-                for row in connection.execute(_SELECT.format(",".join("?" * len(chunk))), chunk):
-                    found[row[0]] = StoredPrediction(
-                        prediction_id=row[0],
-                        trace_id=row[1],
-                        created_at=row[2],
-                        model_name=row[3],
-                        model_version=row[4],
-                        inputs=json.loads(row[5]),
-                        prediction=json.loads(row[6]),
-                        shadow_prediction=None if row[7] is None else json.loads(row[7]),
-                        slices=None if row[8] is None else json.loads(row[8]),
-                        actual=None if row[9] is None else json.loads(row[9]),
-                        received_at=row[10],
-                    )
+            requests = _requests(connection, wanted)
+            labels: dict[str, tuple[str, float]] = {}
+            for chunk in _chunks([pid for pid in wanted if _locate(requests, pid) is not None]):
+                for pid, actual, received_at in connection.execute(_SELECT_LABELS.format(_marks(chunk)), chunk):
+                    labels[pid] = (actual, received_at)
+        for pid in wanted:
+            located = _locate(requests, pid)
+            if located is None:
+                continue
+            stored, index = located
+            label = labels.get(pid)
+            found[pid] = StoredPrediction(
+                prediction_id=pid,
+                trace_id=stored.trace_id,
+                created_at=stored.created_at,
+                model_name=stored.model_name,
+                model_version=stored.model_version,
+                inputs=stored.inputs(index),
+                prediction=stored.predictions()[index],
+                shadow_prediction=stored.shadow(index),
+                slices=stored.slices(index),
+                actual=None if label is None else json.loads(label[0]),
+                received_at=None if label is None else label[1],
+            )
         return found
 
     def add_feedback(self, items: Sequence[FeedbackItem], *, now: float | None = None) -> FeedbackResult:
@@ -329,38 +378,37 @@ class PredictionLog:
         with self._reading() as connection:
             connection.execute("BEGIN IMMEDIATE")  # read and insert under one write lock: no double labels
             try:
-                stored: dict[str, tuple[Any, ...]] = {}
-                for chunk in _chunks(unique):
-                    marks = ",".join("?" * len(chunk))
-                    stored.update(
-                        (row[0], row)
+                requests = _requests(connection, unique)
+                labelled: set[str] = set()
+                for chunk in _chunks([pid for pid in unique if _locate(requests, pid) is not None]):
+                    marks = _marks(chunk)
+                    labelled.update(
+                        row[0]
                         for row in connection.execute(
-                            "SELECT p.prediction_id, p.created_at, p.model_name, p.model_version, p.prediction,"
-                            " p.slices, f.prediction_id IS NOT NULL FROM predictions AS p"
-                            f" LEFT JOIN feedback AS f USING (prediction_id) WHERE p.prediction_id IN ({marks})",
-                            chunk,
+                            f"SELECT prediction_id FROM feedback WHERE prediction_id IN ({marks})", chunk
                         )
                     )
                 seen: set[str] = set()
                 inserts: list[tuple[str, str, float]] = []
                 for item in items:
                     pid = item.prediction_id
-                    row = stored.get(pid)
-                    if pid in seen or (row is not None and row[6]):
+                    located = _locate(requests, pid)
+                    if pid in seen or pid in labelled:
                         duplicates.append(pid)
-                    elif row is None:
+                    elif located is None:
                         unknown.append(pid)
                     else:
+                        stored, index = located
                         inserts.append((pid, _dumps(item.actual), received_at))
                         joined.append(
                             JoinedLabel(
                                 prediction_id=pid,
-                                model_name=row[2],
-                                model_version=row[3],
-                                prediction=json.loads(row[4]),
+                                model_name=stored.model_name,
+                                model_version=stored.model_version,
+                                prediction=stored.predictions()[index],
                                 actual=item.actual,
-                                delay_seconds=max(0.0, received_at - row[1]),
-                                slices=None if row[5] is None else json.loads(row[5]),
+                                delay_seconds=max(0.0, received_at - stored.created_at),
+                                slices=stored.slices(index),
                             )
                         )
                     seen.add(pid)
@@ -380,7 +428,9 @@ class PredictionLog:
     def stats(self) -> LogStats:
         """Counts for diagnostics (`rows` is a full count: not for the request path)."""
         with self._reading() as connection:
-            rows, oldest = connection.execute("SELECT count(*), min(created_at) FROM predictions").fetchone()
+            rows, oldest = connection.execute(
+                "SELECT coalesce(sum(row_count), 0), min(created_at) FROM requests"
+            ).fetchone()
         with self._lock:
             return LogStats(
                 rows=rows,
@@ -446,25 +496,25 @@ class PredictionLog:
             return False
         return self._flushers > 0 or self._pending_rows >= _WAKE_ROWS or time.monotonic() - self._oldest >= _LINGER
 
-    def _take(self) -> tuple[list[tuple[int, Any]], int]:
-        batch: list[tuple[int, Any]] = []
+    def _take(self) -> tuple[list[tuple[int, Any, int]], int]:
+        batch: list[tuple[int, Any, int]] = []
         rows = 0
         while self._queue and rows < _MAX_BATCH_ROWS:
-            kind, payload = operation = self._queue.popleft()
+            operation = self._queue.popleft()
             batch.append(operation)
-            rows += len(payload) if kind == _INSERT_OP else 1
+            rows += operation[2]
         return batch, rows
 
-    def _write(self, connection: sqlite3.Connection, batch: list[tuple[int, Any]]) -> bool:
+    def _write(self, connection: sqlite3.Connection, batch: list[tuple[int, Any, int]]) -> bool:
         inserts: list[tuple[Any, ...]] = []
         shadows: list[tuple[str | None, str]] = []
-        for kind, payload in batch:
+        for kind, payload, _rows in batch:
             if kind == _SHADOW_OP:
-                shadows.append((_dumps(payload[1]), str(payload[0])))
+                shadows.append((_dumps(list(payload[1])), str(payload[0])))
                 continue
-            for record in payload:
+            for request in payload:
                 try:
-                    inserts.append(_row(record))
+                    inserts.append(_row(request))
                 except Exception as error:  # a bug upstream; log no message, it might quote a raw feature
                     self._dropped += 1
                     _log.error("prediction not serializable; dropped", path=str(self.path), error=type(error).__name__)
@@ -499,19 +549,20 @@ class PredictionLog:
         return deleted < _PURGE_PASS
 
     def _purge(self, connection: sqlite3.Connection, now: float, budget: int | None = None) -> int:
+        """Delete whole requests, oldest first, with their labels; returns the predictions deleted."""
         deleted = 0
         left = math.inf if budget is None else budget
         if self.retention_seconds is not None:
             cutoff = now - self.retention_seconds
-            query = "SELECT rowid, prediction_id FROM predictions WHERE created_at < ? ORDER BY created_at LIMIT ?"
-            while left > 0 and (count := _delete_chunk(connection, query, (cutoff, min(left, _PURGE_CHUNK)))):
+            query = "SELECT rowid, request_id, row_count FROM requests WHERE created_at < ? ORDER BY created_at LIMIT ?"
+            while left > 0 and (count := _delete_chunk(connection, query, (cutoff, _PURGE_CHUNK), left)):
                 deleted += count
                 left -= count
         if self.max_rows is not None and left > 0:
-            (rows,) = connection.execute("SELECT count(*) FROM predictions").fetchone()
+            (rows,) = connection.execute("SELECT coalesce(sum(row_count), 0) FROM requests").fetchone()
             excess = min(rows - self.max_rows, left)
-            query = "SELECT rowid, prediction_id FROM predictions ORDER BY created_at, rowid LIMIT ?"
-            while excess > 0 and (count := _delete_chunk(connection, query, (min(excess, _PURGE_CHUNK),))):
+            query = "SELECT rowid, request_id, row_count FROM requests ORDER BY created_at, rowid LIMIT ?"
+            while excess > 0 and (count := _delete_chunk(connection, query, (_PURGE_CHUNK,), excess)):
                 deleted += count
                 excess -= count
         return deleted
@@ -531,30 +582,98 @@ def _connect(path: Path) -> sqlite3.Connection:
     return connection
 
 
-def _delete_chunk(connection: sqlite3.Connection, query: str, parameters: tuple[Any, ...]) -> int:
+def _delete_chunk(connection: sqlite3.Connection, query: str, parameters: tuple[Any, ...], rows: float) -> int:
+    """Delete the requests `query` selects, oldest first, until at least `rows` predictions are gone."""
     connection.execute("BEGIN IMMEDIATE")
     try:
-        victims = connection.execute(query, parameters).fetchall()
-        connection.executemany("DELETE FROM feedback WHERE prediction_id = ?", [(pid,) for _, pid in victims])
-        connection.executemany("DELETE FROM predictions WHERE rowid = ?", [(rowid,) for rowid, _ in victims])
+        victims: list[tuple[int, str]] = []
+        deleted = 0
+        for rowid, request_id, row_count in connection.execute(query, parameters).fetchall():
+            if deleted >= rows:
+                break
+            victims.append((rowid, request_id))
+            deleted += row_count
+        # A request's labels are the feedback ids that start with its id: one range scan of the primary key.
+        connection.executemany(
+            "DELETE FROM feedback WHERE prediction_id BETWEEN ? AND ?",
+            [(request_id, request_id + "f" * _INDEX_HEX) for _, request_id in victims],
+        )
+        connection.executemany("DELETE FROM requests WHERE rowid = ?", [(rowid,) for rowid, _ in victims])
         connection.execute("COMMIT")
     except BaseException:
         if connection.in_transaction:
             connection.execute("ROLLBACK")
         raise
-    return len(victims)
+    return deleted
 
 
-def _row(record: PredictionRecord) -> tuple[Any, ...]:
+class _StoredRequest:
+    """A request row read back; its JSON columns are decoded on first use (a label needs only one row's)."""
+
+    __slots__ = ("_cache", "_raw", "created_at", "model_name", "model_version", "row_count", "trace_id")
+
+    def __init__(self, row: tuple[Any, ...]) -> None:
+        _, self.trace_id, self.created_at, self.model_name, self.model_version, self.row_count = row[:6]
+        self._raw = row[6:]  # body, predictions, shadow_predictions, slices
+        self._cache: dict[int, Any] = {}
+
+    def _decoded(self, column: int) -> Any:
+        if column not in self._cache:
+            raw = self._raw[column]
+            self._cache[column] = None if raw is None else json.loads(raw)
+        return self._cache[column]
+
+    def inputs(self, index: int) -> dict[str, Any]:
+        instances = self._decoded(0)["instances"]
+        return dict(instances[index])
+
+    def predictions(self) -> list[Any]:
+        return list(self._decoded(1))
+
+    def shadow(self, index: int) -> Any:
+        shadow = self._decoded(2)
+        return None if shadow is None or index >= len(shadow) else shadow[index]
+
+    def slices(self, index: int) -> dict[str, str] | None:
+        slices = self._decoded(3)
+        return None if slices is None else {name: values[index] for name, values in slices.items()}
+
+
+def _requests(connection: sqlite3.Connection, prediction_ids: Iterable[str]) -> dict[str, _StoredRequest]:
+    """The stored requests that `prediction_ids` point into, by request id."""
+    request_ids = list(dict.fromkeys(split[0] for pid in prediction_ids if (split := split_prediction_id(pid))))
+    found: dict[str, _StoredRequest] = {}
+    for chunk in _chunks(request_ids):
+        for row in connection.execute(_SELECT_REQUESTS.format(_marks(chunk)), chunk):
+            found[row[0]] = _StoredRequest(row)
+    return found
+
+
+def _locate(requests: Mapping[str, _StoredRequest], prediction_id: str) -> tuple[_StoredRequest, int] | None:
+    split = split_prediction_id(prediction_id)
+    if split is None:
+        return None
+    stored = requests.get(split[0])
+    if stored is None or split[1] >= stored.row_count:
+        return None
+    return stored, split[1]
+
+
+def _marks(chunk: Sequence[Any]) -> str:
+    return ",".join("?" * len(chunk))
+
+
+def _row(request: PredictionRequest) -> tuple[Any, ...]:
     return (
-        str(record.prediction_id),
-        None if record.trace_id is None else str(record.trace_id),
-        float(record.created_at),
-        str(record.model_name),
-        str(record.model_version),
-        _dumps(record.inputs if isinstance(record.inputs, dict) else dict(record.inputs)),
-        _dumps(record.prediction),
-        None if record.slices is None else _dumps(dict(record.slices)),
+        str(request.request_id),
+        None if request.trace_id is None else str(request.trace_id),
+        float(request.created_at),
+        str(request.model_name),
+        str(request.model_version),
+        len(request.predictions),
+        bytes(request.body),
+        _dumps(list(request.predictions)),
+        None if request.slices is None else _dumps({name: list(values) for name, values in request.slices.items()}),
     )
 
 

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import re
 from bisect import bisect_left
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import pytest
@@ -21,7 +22,14 @@ from otel.openmetrics import OpenMetricsReader
 from service.datasets import load_bundled
 from service.feedback import DELAY_BUCKETS, FeedbackInstruments, parse_feedback, summarize
 from service.model import Model, load_model
-from service.predictions import FeedbackItem, FeedbackResult, JoinedLabel, PredictionLog, PredictionRecord
+from service.predictions import (
+    FeedbackItem,
+    FeedbackResult,
+    JoinedLabel,
+    PredictionLog,
+    PredictionRequest,
+    new_prediction_ids,
+)
 from service.problems import Problem
 from service.training import to_matrix
 
@@ -75,28 +83,35 @@ def _total(reader: InMemoryMetricReader, name: str, **attributes: str) -> float:
     return float(sum(point.value for point in _points(reader, name, **attributes)))
 
 
+class _Scored(NamedTuple):
+    prediction_id: str
+    prediction: float | str
+
+
 def _score(
     model: Model, log: PredictionLog, rows: np.ndarray, *, created_at: float = 1000.0, **fields: Any
-) -> list[PredictionRecord]:
-    """Predict `rows` with the real model and record them as the service would."""
+) -> list[_Scored]:
+    """Predict `rows` with the real model and record them as the service would: one request."""
     card = model.card
     predictions: list[float | str] = list(model.predict(rows))
-    slices: Sequence[dict[str, str] | None] = fields.get("slices", [None] * len(rows))
-    records = [
-        PredictionRecord(
-            prediction_id=os.urandom(16).hex(),
-            trace_id=None,
-            created_at=created_at,
-            model_name=card.name,
-            model_version=fields.get("model_version", card.version),
-            inputs=dict(zip(card.feature_names, row, strict=True)),
-            prediction=prediction,
-            slices=row_slices,
-        )
-        for row, prediction, row_slices in zip(rows, predictions, slices, strict=True)
-    ]
-    log.record(records)
-    return records
+    row_slices: Sequence[dict[str, str]] | None = fields.get("slices")
+    request_id, ids = new_prediction_ids(len(rows))
+    instances = [dict(zip(card.feature_names, row.tolist(), strict=True)) for row in rows]
+    log.record(
+        [
+            PredictionRequest(
+                request_id=request_id,
+                trace_id=None,
+                created_at=created_at,
+                model_name=card.name,
+                model_version=fields.get("model_version", card.version),
+                body=json.dumps({"instances": instances}).encode(),
+                predictions=predictions,
+                slices=None if row_slices is None else {name: [s[name] for s in row_slices] for name in row_slices[0]},
+            )
+        ]
+    )
+    return [_Scored(pid, prediction) for pid, prediction in zip(ids, predictions, strict=True)]
 
 
 def _send(

@@ -82,7 +82,11 @@ class TestAcrossRestarts:
                     predictions += body["predictions"]
             assert first.terminate() == 0  # SIGTERM right after the last 200
         with sqlite3.connect(log) as connection:
-            stored = {row[0] for row in connection.execute("SELECT prediction_id FROM predictions")}
+            stored = {
+                f"{request_id}{index:08x}"
+                for request_id, rows in connection.execute("SELECT request_id, row_count FROM requests")
+                for index in range(rows)
+            }
         connection.close()
         assert set(ids) <= stored
         truth = [str(t) for t in targets]

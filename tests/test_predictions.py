@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import math
+import json
 import os
 import sqlite3
 import subprocess
@@ -14,11 +14,10 @@ from contextlib import closing
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
 
 from service import predictions
-from service.predictions import FeedbackItem, PredictionLog, PredictionRecord
+from service.predictions import FeedbackItem, PredictionLog, PredictionRequest, new_prediction_ids, split_prediction_id
 
 VERSION = "0123456789ab"
 ROOT = Path(__file__).resolve().parent.parent
@@ -28,21 +27,39 @@ def _id() -> str:
     return os.urandom(16).hex()
 
 
-def _records(count: int, *, created_at: float | None = None, **fields: Any) -> list[PredictionRecord]:
+def _request(instances: list[dict[str, Any]], predictions: list[Any], **fields: Any) -> PredictionRequest:
+    request_id, _ = new_prediction_ids(0)
+    return PredictionRequest(
+        request_id=request_id,
+        trace_id=fields.get("trace_id", "4bf92f3577b34da6a3ce929d0e0e4736"),
+        created_at=fields.get("created_at", time.time()),
+        model_name="diabetes",
+        model_version=fields.get("model_version", VERSION),
+        body=json.dumps({"instances": instances}).encode(),
+        predictions=predictions,
+        slices=fields.get("slices"),
+    )
+
+
+def _records(count: int, *, created_at: float | None = None, **fields: Any) -> list[PredictionRequest]:
+    """`count` one-row requests (the common case: one /predict call per prediction)."""
     now = time.time() if created_at is None else created_at
+    slices = fields.pop("slices", None)
     return [
-        PredictionRecord(
-            prediction_id=_id(),
-            trace_id=fields.get("trace_id", "4bf92f3577b34da6a3ce929d0e0e4736"),
+        _request(
+            [fields.get("inputs", {"age": 0.01 * i, "sex": "F"})],
+            [fields.get("prediction", float(i))],
             created_at=now,
-            model_name="diabetes",
-            model_version=fields.get("model_version", VERSION),
-            inputs=fields.get("inputs", {"age": 0.01 * i, "sex": "F"}),
-            prediction=fields.get("prediction", float(i)),
-            slices=fields.get("slices"),
+            slices=None if slices is None else {name: [value] for name, value in slices.items()},
+            **fields,
         )
         for i in range(count)
     ]
+
+
+def _pid(request: PredictionRequest) -> str:
+    (pid,) = request.prediction_ids
+    return pid
 
 
 def _open(path: Path, **kwargs: Any) -> PredictionLog:
@@ -50,7 +67,7 @@ def _open(path: Path, **kwargs: Any) -> PredictionLog:
     return PredictionLog(path, **options).open()
 
 
-def _record_one_by_one(log: PredictionLog, records: list[PredictionRecord], size: int) -> None:
+def _record_one_by_one(log: PredictionLog, records: list[PredictionRequest], size: int) -> None:
     """Record in requests of `size` rows, as a stream of /predict calls would."""
     for start in range(0, len(records), size):
         log.record(records[start : start + size])
@@ -74,12 +91,12 @@ def log(path: Path) -> Iterator[PredictionLog]:
 
 
 class TestRecordAndLookup:
-    """Recorded rows come back from `lookup` exactly, with missing numeric inputs as null."""
+    """Recorded requests come back from `lookup` row by row, exactly as received."""
 
     def test_round_trip(self, log: PredictionLog) -> None:
-        record = _records(1, inputs={"age": math.nan, "bmi": np.float64(0.5), "sex": None}, slices={"sex": "F"})[0]
+        record = _records(1, inputs={"age": None, "bmi": 0.5, "sex": None}, slices={"sex": "F"})[0]
         log.record([record])
-        stored = log.lookup([record.prediction_id])[record.prediction_id]
+        stored = log.lookup([_pid(record)])[_pid(record)]
         assert stored.inputs == {"age": None, "bmi": 0.5, "sex": None}
         assert (stored.trace_id, stored.created_at, stored.model_version) == (
             record.trace_id,
@@ -92,20 +109,20 @@ class TestRecordAndLookup:
     def test_classification_labels_are_strings(self, log: PredictionLog) -> None:
         record = _records(1, prediction="malignant")[0]
         log.record([record])
-        assert log.lookup([record.prediction_id])[record.prediction_id].prediction == "malignant"
+        assert log.lookup([_pid(record)])[_pid(record)].prediction == "malignant"
 
     def test_unknown_ids_are_absent_and_large_lookups_are_chunked(self, log: PredictionLog) -> None:
         records = _records(1200)
         log.record(records)
-        found = log.lookup([*(r.prediction_id for r in records), _id()])
-        assert set(found) == {r.prediction_id for r in records}
+        found = log.lookup([*(_pid(r) for r in records), _id()])
+        assert set(found) == {_pid(r) for r in records}
 
     def test_schema_and_pragmas(self, log: PredictionLog, path: Path) -> None:
         with closing(sqlite3.connect(path)) as connection:
             (mode,) = connection.execute("PRAGMA journal_mode").fetchone()
-            indexes = {row[1] for row in connection.execute("PRAGMA index_list(predictions)")}
+            indexes = {row[1] for row in connection.execute("PRAGMA index_list(requests)")}
         assert mode == "wal"
-        assert "predictions_created_at" in indexes
+        assert "requests_created_at" in indexes
 
     def test_lifecycle(self, path: Path) -> None:
         log = PredictionLog(path, retention_seconds=None, max_rows=None)
@@ -134,6 +151,52 @@ class TestRecordAndLookup:
             PredictionLog(path, **{"retention_seconds": None, "max_rows": None, **options})
 
 
+class TestBatchRequests:
+    """A many-row request is one stored row; each of its predictions is still found, labelled and purged by id."""
+
+    def test_every_row_of_a_batch_is_found_with_its_own_inputs_shadow_and_slice(self, log: PredictionLog) -> None:
+        instances = [{"age": float(i), "sex": "F" if i % 2 else "M"} for i in range(1000)]
+        request = _request(instances, [i * 0.5 for i in range(1000)], slices={"sex": [row["sex"] for row in instances]})
+        log.record([request])
+        log.record_shadow(request.request_id, [-float(i) for i in range(1000)])
+        ids = request.prediction_ids
+        assert len(set(ids)) == 1000 and all(len(pid) == 32 and pid.startswith(request.request_id) for pid in ids)
+        found = log.lookup(ids)
+        assert len(found) == 1000
+        for index in (0, 1, 517, 999):
+            stored = found[ids[index]]
+            assert stored.inputs == instances[index]
+            assert (stored.prediction, stored.shadow_prediction) == (index * 0.5, -float(index))
+            assert stored.slices == {"sex": instances[index]["sex"]}
+        assert log.stats().rows == 1000
+        assert _count(log.path, "requests") == 1
+
+    def test_ids_past_the_end_of_a_request_or_malformed_are_unknown(self, log: PredictionLog) -> None:
+        request = _request([{"age": 1.0}, {"age": 2.0}], [1.0, 2.0])
+        log.record([request])
+        past_end = f"{request.request_id}{2:08x}"
+        malformed = ["", "xyz", request.request_id, request.request_id + "zzzzzzzz", _pid(_records(1)[0])]
+        assert set(log.lookup([*request.prediction_ids, past_end, *malformed])) == set(request.prediction_ids)
+        result = log.add_feedback([FeedbackItem(past_end, 1.0), FeedbackItem(request.prediction_ids[1], 2.0)])
+        assert (result.unknown_ids, [label.prediction for label in result.joined]) == ([past_end], [2.0])
+
+    def test_split_prediction_id(self) -> None:
+        request_id, ids = new_prediction_ids(3)
+        assert [split_prediction_id(pid) for pid in ids] == [(request_id, 0), (request_id, 1), (request_id, 2)]
+        assert split_prediction_id("g" * 32) is None and split_prediction_id("0" * 31) is None
+
+    def test_purge_by_max_rows_deletes_whole_requests_and_their_labels(self, path: Path) -> None:
+        with _open(path, max_rows=250) as log:
+            old = _request([{"age": 1.0}] * 200, [1.0] * 200, created_at=1000.0)
+            new = _request([{"age": 2.0}] * 200, [2.0] * 200, created_at=2000.0)
+            log.record([old, new])
+            log.add_feedback([FeedbackItem(old.prediction_ids[5], 1.0), FeedbackItem(new.prediction_ids[5], 1.0)])
+            assert log.purge() == 200
+            assert set(log.lookup([*old.prediction_ids, *new.prediction_ids])) == set(new.prediction_ids)
+            assert log.stats().rows == 200
+        assert _count(path, "feedback") == 1
+
+
 class TestFlushOrdering:
     """`flush` waits for everything queued before it; a shadow prediction lands after its row's insert."""
 
@@ -141,24 +204,24 @@ class TestFlushOrdering:
         records = _records(50)
         log.record(records)
         for record in records:
-            log.record_shadow(record.prediction_id, 100.0)
+            log.record_shadow(record.request_id, [100.0])
         assert log.flush(timeout=5)
         assert log.stats().pending == 0
-        found = log.lookup(r.prediction_id for r in records)
+        found = log.lookup(_pid(r) for r in records)
         assert {stored.shadow_prediction for stored in found.values()} == {100.0}
 
     def test_shadow_in_a_later_batch(self, log: PredictionLog) -> None:
         record = _records(1)[0]
         log.record([record])
         assert log.flush(timeout=5)
-        log.record_shadow(record.prediction_id, "benign")
-        assert log.lookup([record.prediction_id])[record.prediction_id].shadow_prediction == "benign"
+        log.record_shadow(record.request_id, ["benign"])
+        assert log.lookup([_pid(record)])[_pid(record)].shadow_prediction == "benign"
 
     def test_lookup_sees_a_prediction_made_just_before(self, log: PredictionLog) -> None:
         for _ in range(100):
             record = _records(1)[0]
             log.record([record])
-            assert record.prediction_id in log.lookup([record.prediction_id])
+            assert _pid(record) in log.lookup([_pid(record)])
 
 
 class TestRestart:
@@ -172,7 +235,7 @@ class TestRestart:
 
         after = _open(path)
         try:
-            result = after.add_feedback([FeedbackItem(r.prediction_id, 1.5) for r in records])
+            result = after.add_feedback([FeedbackItem(_pid(r), 1.5) for r in records])
         finally:
             after.close()
         assert len(result.joined) == 300
@@ -183,14 +246,14 @@ class TestRestart:
         script = (
             "import sys, time\n"
             "from pathlib import Path\n"
-            "from service.predictions import PredictionLog, PredictionRecord\n"
+            "from service.predictions import PredictionLog, PredictionRequest\n"
             "log = PredictionLog(Path(sys.argv[1]), retention_seconds=None, max_rows=None).open()\n"
             "for i in range(2000):\n"
-            "    log.record([PredictionRecord(f'{i:032x}', None, time.time(), 'm', 'v', {'x': i}, 1.0)])\n"
+            "    log.record([PredictionRequest(f'{i:024x}', None, time.time(), 'm', 'v', b'{}', [1.0])])\n"
         )  # no close(): the atexit hook that open() registered must write the queue before the process ends
         done = subprocess.run([sys.executable, "-c", script, str(path)], cwd=ROOT, capture_output=True, timeout=60)
         assert done.returncode == 0, done.stderr.decode()
-        assert _count(path, "predictions") == 2000
+        assert _count(path, "requests") == 2000
 
 
 class TestAddFeedback:
@@ -199,31 +262,31 @@ class TestAddFeedback:
     def test_joins_and_rejects(self, log: PredictionLog) -> None:
         first, second, third = _records(3, created_at=1000.0, slices={"sex": "M"})
         log.record([first, second, third])
-        log.add_feedback([FeedbackItem(third.prediction_id, 9.0)])
+        log.add_feedback([FeedbackItem(_pid(third), 9.0)])
         stranger = _id()
         result = log.add_feedback(
             [
-                FeedbackItem(first.prediction_id, 2.5),
+                FeedbackItem(_pid(first), 2.5),
                 FeedbackItem(stranger, 1.0),
-                FeedbackItem(first.prediction_id, 7.0),
-                FeedbackItem(second.prediction_id, 3.0),
-                FeedbackItem(third.prediction_id, 9.0),
+                FeedbackItem(_pid(first), 7.0),
+                FeedbackItem(_pid(second), 3.0),
+                FeedbackItem(_pid(third), 9.0),
             ],
             now=1060.0,
         )
-        assert [label.prediction_id for label in result.joined] == [first.prediction_id, second.prediction_id]
+        assert [label.prediction_id for label in result.joined] == [_pid(first), _pid(second)]
         assert result.unknown_ids == [stranger]
-        assert result.duplicate_ids == [first.prediction_id, third.prediction_id]
+        assert result.duplicate_ids == [_pid(first), _pid(third)]
         label = result.joined[0]
         assert (label.prediction, label.actual, label.delay_seconds) == (0.0, 2.5, 60.0)
         assert (label.model_name, label.model_version, label.slices) == ("diabetes", VERSION, {"sex": "M"})
-        stored = log.lookup([first.prediction_id])[first.prediction_id]
+        stored = log.lookup([_pid(first)])[_pid(first)]
         assert (stored.actual, stored.received_at) == (2.5, 1060.0)  # the first label wins
 
     def test_clock_skew_never_gives_a_negative_delay(self, log: PredictionLog) -> None:
         record = _records(1, created_at=2000.0)[0]
         log.record([record])
-        assert log.add_feedback([FeedbackItem(record.prediction_id, 1.0)], now=1999.0).joined[0].delay_seconds == 0
+        assert log.add_feedback([FeedbackItem(_pid(record), 1.0)], now=1999.0).joined[0].delay_seconds == 0
 
 
 class TestBackPressure:
@@ -248,7 +311,7 @@ class TestBackPressure:
             assert not producer.is_alive()
             assert log.flush(timeout=10)
             assert log.stats().rows == 8
-            assert set(log.lookup(r.prediction_id for r in late)) == {r.prediction_id for r in late}
+            assert set(log.lookup(_pid(r) for r in late)) == {_pid(r) for r in late}
         finally:
             log.close()
 
@@ -272,9 +335,9 @@ class TestRetention:
         try:
             old, new = _records(5, created_at=now - 7200), _records(5, created_at=now - 60)
             log.record([*old, *new])
-            log.add_feedback([FeedbackItem(r.prediction_id, 1.0) for r in (old[0], new[0])])
+            log.add_feedback([FeedbackItem(_pid(r), 1.0) for r in (old[0], new[0])])
             assert log.purge(now) == 5
-            assert set(log.lookup(r.prediction_id for r in old + new)) == {r.prediction_id for r in new}
+            assert set(log.lookup(_pid(r) for r in old + new)) == {_pid(r) for r in new}
         finally:
             log.close()
         assert _count(path, "feedback") == 1
@@ -284,9 +347,9 @@ class TestRetention:
         try:
             records = [_records(1, created_at=1000.0 + i)[0] for i in range(10)]
             log.record(records)
-            log.add_feedback([FeedbackItem(r.prediction_id, 1.0) for r in records])
+            log.add_feedback([FeedbackItem(_pid(r), 1.0) for r in records])
             assert log.purge() == 6
-            assert set(log.lookup(r.prediction_id for r in records)) == {r.prediction_id for r in records[-4:]}
+            assert set(log.lookup(_pid(r) for r in records)) == {_pid(r) for r in records[-4:]}
         finally:
             log.close()
         assert _count(path, "feedback") == 4
@@ -312,7 +375,7 @@ class TestRetention:
             fresh = _records(1)
             bounded.record(fresh)
             assert bounded.flush(timeout=5)
-            assert fresh[0].prediction_id in bounded.lookup([fresh[0].prediction_id])
+            assert _pid(fresh[0]) in bounded.lookup([_pid(fresh[0])])
             deadline = time.monotonic() + 5
             while bounded.stats().rows != 1 and time.monotonic() < deadline:
                 time.sleep(0.02)
@@ -343,9 +406,9 @@ class TestSharedFile:
             for thread in writers:
                 thread.join()
             assert second.flush(timeout=10)
-            result = first.add_feedback([FeedbackItem(r.prediction_id, 1.0) for r in theirs])
+            result = first.add_feedback([FeedbackItem(_pid(r), 1.0) for r in theirs])
             assert len(result.joined) == 300
-            again = second.add_feedback([FeedbackItem(r.prediction_id, 1.0) for r in theirs[:10]])
+            again = second.add_feedback([FeedbackItem(_pid(r), 1.0) for r in theirs[:10]])
             assert (again.joined, len(again.duplicate_ids)) == ([], 10)
             assert first.stats().rows == 600
         finally:
@@ -358,14 +421,14 @@ class TestThreadSafety:
 
     def test_concurrent_producers(self, path: Path) -> None:
         log = _open(path, queue_size=64)
-        batches: list[list[PredictionRecord]] = [[] for _ in range(8)]
+        batches: list[list[PredictionRequest]] = [[] for _ in range(8)]
 
-        def produce(mine: list[PredictionRecord]) -> None:
+        def produce(mine: list[PredictionRequest]) -> None:
             for _ in range(100):
                 records = _records(5)
                 log.record(records)
                 mine.extend(records)
-                log.record_shadow(records[0].prediction_id, -1.0)
+                log.record_shadow(records[0].request_id, [-1.0])
 
         try:
             threads = [threading.Thread(target=produce, args=(mine,)) for mine in batches]
@@ -375,7 +438,7 @@ class TestThreadSafety:
                 thread.join()
             assert log.flush(timeout=10)
             everything = [record for mine in batches for record in mine]
-            found = log.lookup(r.prediction_id for r in everything)
+            found = log.lookup(_pid(r) for r in everything)
             assert len(found) == 4000
             assert sum(stored.shadow_prediction == -1.0 for stored in found.values()) == 800
             assert log.stats().write_errors == 0

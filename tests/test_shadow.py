@@ -14,6 +14,8 @@ from service.app import create_app
 from service.card import ModelCard
 from service.datasets import load_bundled
 from service.model import load_model
+from service.predictions import PredictionLog
+from service.profile import slice_label
 from service.settings import Settings
 from service.training import to_matrix, train
 from tests.conftest import InMemoryTelemetry
@@ -102,6 +104,30 @@ class TestRegressionShadow:
         assert shadow.parent.span_id == by_name["POST /predict"].context.span_id
         assert shadow.attributes is not None
         assert shadow.attributes["shadow_model.version"] == ModelCard.load(challenger_dir).version
+
+
+class TestPredictionLog:
+    """Each row's challenger prediction lands in the prediction log beside the live one, with its inputs."""
+
+    def test_shadow_predictions_are_stored_per_row(
+        self, regression_model_dir: Path, challenger_dir: Path, telemetry: InMemoryTelemetry, tmp_path: Path
+    ) -> None:
+        path = tmp_path / "predictions.sqlite3"
+        app = _app(regression_model_dir, challenger_dir, telemetry, prediction_log=str(path), slices="sex")
+        instances, rows = _instances(regression_model_dir, "diabetes", 30)
+        body = app.test_client().post("/predict", json={"instances": instances}).get_json()
+        app.extensions["modellens"].close()  # the challenger finishes, then the log writes
+        challenger = load_model(challenger_dir).predict_array(rows)
+        sex = ModelCard.load(regression_model_dir).feature_names.index("sex")
+        with PredictionLog(path, retention_seconds=None, max_rows=None) as log:
+            found = log.lookup(body["prediction_ids"])
+        assert len(found) == 30
+        for index, pid in enumerate(body["prediction_ids"]):
+            stored = found[pid]
+            assert stored.inputs == instances[index]
+            assert stored.prediction == pytest.approx(body["predictions"][index])
+            assert stored.shadow_prediction == pytest.approx(float(challenger[index]))
+            assert stored.slices == {"sex": slice_label(rows[index, sex])}
 
 
 class TestIsolation:

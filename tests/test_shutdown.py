@@ -117,7 +117,11 @@ def test_sigterm_under_load_loses_nothing(regression_model_dir: Path, tmp_path: 
     # Every prediction that got a 200 is in the prediction log.
     answered = {pid for ids, _ in [*background.ok, *slow.ok] for pid in ids}
     with sqlite3.connect(log_path) as connection:
-        stored = {row[0] for row in connection.execute("SELECT prediction_id FROM predictions")}
+        stored = {
+            f"{request_id}{index:08x}"
+            for request_id, rows in connection.execute("SELECT request_id, row_count FROM requests")
+            for index in range(rows)
+        }
     assert answered <= stored, f"{len(answered - stored)} acknowledged predictions are missing from the log"
 
     # Their spans and access-log records reached the OTLP endpoint: the flush at exit delivered them.
