@@ -73,6 +73,18 @@ class CountWindow:
             return
         self._add_rows(indices)
 
+    def add_one(self, indices: list[int]) -> None:
+        """Add one row: its flat bin indices (distinct)."""
+        if self._seconds is not None:
+            epoch = int(self._clock() // self._width)
+            slot = epoch % _SLOTS
+            if self._epochs[slot] != epoch:
+                self._slots[slot] = 0
+                self._epochs[slot] = epoch
+            self._slots[slot, indices] += 1
+            return
+        self._add_rows(np.array([indices], dtype=np.intp))
+
     def counts(self) -> np.ndarray:
         """Counts per bin inside the window now."""
         if self._seconds is not None:

@@ -190,6 +190,56 @@ class TestWindows:
             _monitor(diabetes, window="ten minutes")
 
 
+class TestSingleRowPath:
+    """One row at a time (the plain-Python path) counts exactly what the same rows count in one batch."""
+
+    @pytest.mark.parametrize("window", ["10m", "500rows"])
+    def test_same_counts_as_the_vectorised_path(self, diabetes: Any, window: str) -> None:
+        card, _, model, rows = diabetes
+        rows = _sample(rows, 400, seed=3).copy()
+        bmi, bp = card.feature_names.index("bmi"), card.feature_names.index("bp")
+        rows[::7, bmi] = np.nan  # missing values
+        rows[1::11, bp] = card.feature("bp").max + 1.0  # above the training max
+        rows[2::13, bp] = card.feature("bp").min - 1.0  # below the training min
+        predictions = model.predict_array(rows)
+        clock = _Clock()
+        one_by_one, _, first = _monitor(diabetes, slices=("sex",), window=window, clock=clock)
+        batched, _, second = _monitor(diabetes, slices=("sex",), window=window, clock=clock)
+        try:
+            for index in range(len(rows)):
+                one_by_one.observe(rows[index : index + 1], predictions[index : index + 1])
+            batched.observe(rows, predictions)
+            assert np.array_equal(one_by_one._totals, batched._totals)
+            assert np.array_equal(one_by_one._quality, batched._quality)
+            assert np.array_equal(one_by_one._window.counts(), batched._window.counts())
+            assert one_by_one.snapshot() == batched.snapshot()
+            assert one_by_one._quality.sum() > 0
+        finally:
+            first.shutdown()
+            second.shutdown()
+
+    def test_values_on_a_bin_edge(self, diabetes: Any) -> None:
+        """A value equal to an edge falls in the same bin either way (edges are upper-inclusive)."""
+        card, profile, model, rows = diabetes
+        row = _sample(rows, 1, seed=5).copy()
+        edges = profile.features["bmi"].edges
+        column = card.feature_names.index("bmi")
+        single, _, first = _monitor(diabetes)
+        batched, _, second = _monitor(diabetes)
+        try:
+            for edge in edges:
+                row[0, column] = edge
+                prediction = model.predict_array(row)
+                single.observe(row, prediction)
+                single.observe(row, prediction)
+                batched.observe(np.vstack([row, row]), np.concatenate([prediction, prediction]))  # the numpy path
+            assert np.array_equal(single._totals, batched._totals)
+            assert single._totals.sum() == 2 * len(edges) * (len(card.features) + 1)
+        finally:
+            first.shutdown()
+            second.shutdown()
+
+
 class TestMetrics:
     """Counters published at collection time: every bin from start-up, cumulative, bounded."""
 

@@ -1,0 +1,147 @@
+"""otel/logs.py: structlog events on the console and in OpenTelemetry, by the queue fast path and by the handler."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import structlog
+from opentelemetry.sdk._logs import LoggerProvider
+from opentelemetry.sdk._logs.export import InMemoryLogRecordExporter
+from opentelemetry.sdk.trace.sampling import ALWAYS_ON
+
+from otel import logs
+from otel._wire import encode_logs
+from otel.logs import OTelBridgeHandler, configure_logging, setup_logs
+from otel.resource import build_resource
+from otel.tracing import setup_tracing
+
+RESOURCE = build_resource(service_name="modellens-test", service_version="0.0.0", instance_id="test-instance")
+
+
+@pytest.fixture(autouse=True)
+def _restore_logging() -> Iterator[None]:
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    try:
+        yield
+    finally:
+        root.handlers[:] = handlers
+        root.setLevel(level)
+        structlog.reset_defaults()
+        structlog.contextvars.clear_contextvars()
+
+
+def _log_in_span(provider: LoggerProvider, emit: Any) -> tuple[list[Any], list[dict[str, Any]], str]:
+    """Configure logging to `provider`, call `emit(logger)` inside a sampled span; exported records, console
+    lines, and the span's trace id."""
+    exporter = provider._test_exporter  # type: ignore[attr-defined]
+    console = io.StringIO()
+    configure_logging(provider, stream=console)
+    tracer = setup_tracing(RESOURCE, None, sampler=ALWAYS_ON, batch=False).get_tracer("test")
+    structlog.contextvars.bind_contextvars(model_version="0123456789ab")
+    with tracer.start_as_current_span("request") as span:
+        emit(structlog.get_logger("otel.access"))
+        trace_id = format(span.get_span_context().trace_id, "032x")
+    provider.force_flush()
+    lines = [json.loads(line) for line in console.getvalue().splitlines()]
+    return list(exporter.get_finished_logs()), lines, trace_id
+
+
+def _provider(*, batch: bool) -> LoggerProvider:
+    exporter = InMemoryLogRecordExporter()
+    provider = setup_logs(RESOURCE, exporter, batch=batch)
+    provider._test_exporter = exporter  # type: ignore[attr-defined]
+    return provider
+
+
+def _without_times(record: Any) -> bytes:
+    record.log_record.timestamp = record.log_record.observed_timestamp = 0
+    return encode_logs([record])
+
+
+def _access(logger: Any) -> None:
+    logger.info("request", method="POST", route="/predict", status=200, duration_ms=1.5, note=None, shape=(1, 2))
+
+
+class TestQueueFastPath:
+    """With the batch processor, an event skips the SDK handler but exports exactly what the handler would."""
+
+    def test_the_fast_path_is_taken_with_the_pinned_sdk(self) -> None:
+        provider = _provider(batch=True)
+        assert OTelBridgeHandler(provider)._enqueue is not None
+        assert OTelBridgeHandler(_provider(batch=False))._enqueue is None
+
+    def test_same_record_as_the_handler(self) -> None:
+        fast, fast_lines, fast_trace = _log_in_span(_provider(batch=True), _access)
+        slow, slow_lines, slow_trace = _log_in_span(_provider(batch=False), _access)
+        (fast_record,), (slow_record,) = fast, slow
+        assert format(fast_record.log_record.trace_id, "032x") == fast_trace
+        assert dict(fast_record.log_record.attributes) == {
+            "method": "POST",
+            "route": "/predict",
+            "status": 200,
+            "duration_ms": 1.5,
+            "note": "",
+            "shape": "(1, 2)",
+            "model_version": "0123456789ab",
+        }
+        assert fast_record.log_record.context == {}  # the request's context is not kept alive by the queue
+        # Byte for byte the same OTLP message once the trace ids and the timestamps are aligned.
+        slow_record.log_record.trace_id = fast_record.log_record.trace_id
+        slow_record.log_record.span_id = fast_record.log_record.span_id
+        assert _without_times(fast_record) == _without_times(slow_record)
+        assert fast_record.instrumentation_scope == slow_record.instrumentation_scope
+        assert (fast_record.resource, repr(fast_record.limits)) == (slow_record.resource, repr(slow_record.limits))
+        # The console lines are the same too, and carry the trace ids.
+        assert fast_lines[0]["trace_id"] == fast_trace and slow_lines[0]["trace_id"] == slow_trace
+        assert {k: v for k, v in fast_lines[0].items() if k not in ("trace_id", "span_id", "timestamp")} == {
+            k: v for k, v in slow_lines[0].items() if k not in ("trace_id", "span_id", "timestamp")
+        }
+
+    @pytest.mark.parametrize("level", ["warning", "error", "critical", "debug"])
+    def test_severity(self, level: str) -> None:
+        def emit(logger: Any) -> None:
+            getattr(logger, level)("something")
+
+        provider = _provider(batch=True)
+        configure_logging(provider, level=logging.DEBUG, stream=io.StringIO())
+        fast, _, _ = _log_in_span(provider, emit)
+        slow, _, _ = _log_in_span(_provider(batch=False), emit)
+        assert [(r.log_record.severity_text, r.log_record.severity_number) for r in fast] == [
+            (r.log_record.severity_text, r.log_record.severity_number) for r in slow
+        ]
+
+    def test_an_exception_goes_through_the_handler_with_its_stack(self) -> None:
+        def emit(logger: Any) -> None:
+            try:
+                raise ValueError("boom")
+            except ValueError:
+                logger.exception("failed")
+
+        (record,), lines, _ = _log_in_span(_provider(batch=True), emit)
+        attributes = dict(record.log_record.attributes)
+        assert attributes["exception.type"] == "ValueError"
+        assert "boom" in attributes["exception.stacktrace"]
+        assert "ValueError: boom" in lines[0]["exception"]
+
+    def test_outside_a_span_no_trace_ids(self) -> None:
+        provider = _provider(batch=True)
+        console = io.StringIO()
+        configure_logging(provider, stream=console)
+        structlog.get_logger("service").info("started", workers=2)
+        provider.force_flush()
+        (record,) = provider._test_exporter.get_finished_logs()  # type: ignore[attr-defined]
+        assert not record.log_record.trace_id and not record.log_record.span_id
+        assert record.log_record.body == "started"
+        assert record.instrumentation_scope.name == "service"
+        assert "trace_id" not in json.loads(console.getvalue())
+
+    def test_a_renamed_sdk_internal_falls_back_to_the_handler(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch.setattr(logs, "_batch_queue", lambda processor: None)
+        records, _, _ = _log_in_span(_provider(batch=True), _access)
+        assert [r.log_record.body for r in records] == ["request"]
