@@ -271,8 +271,8 @@ def _micro_section(micro: dict[str, Any] | None) -> list[str]:
     labels = {
         "span_start_end_sampled": "span start+end (start_as_current_span), sampled",
         "span_start_end_10pct": "span start+end, parent-based 10% sampler",
-        "counter_add": "Counter.add (3 attributes), two readers (pull + OTLP push, as the service)",
-        "counter_add_one_reader": "Counter.add (3 attributes), one reader",
+        "counter_add": "Counter.add (3 attributes), one reader (pull, also pushed over OTLP: as the service)",
+        "counter_add_two_readers": "Counter.add (3 attributes), two readers (pull + PeriodicExportingMetricReader)",
         "histogram_record": "Histogram.record (2 attributes), no span",
         "histogram_record_in_sampled_span": "Histogram.record inside a sampled span (exemplar offered)",
         "log_line_stdout_and_otel": "access-log line: structlog → JSON on a stream + OTel log record",

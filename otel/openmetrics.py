@@ -1,12 +1,19 @@
-"""Pull MetricReader rendering Prometheus text 0.0.4 or OpenMetrics 1.0.0 (with trace exemplars) on demand."""
+"""Pull MetricReader rendering Prometheus text 0.0.4 or OpenMetrics 1.0.0 (with trace exemplars) on demand.
+
+It is also the source of the OTLP push (`otel.metrics.MetricPusher` calls `collect_data`): one reader, so each
+measurement is aggregated once. The SDK empties its exemplar reservoirs on every collection, so the reader keeps
+the newest exemplar of every histogram bucket (and of every counter series) across collections, as
+prometheus_client does: a scrape and a push each see the exemplars, whichever collected first.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import threading
 from bisect import bisect_left
-from collections.abc import Iterable, Sequence
+from collections.abc import Hashable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -69,21 +76,26 @@ class OpenMetricsReader(MetricReader):
         self._received: MetricsData | None = None
         self._closed = False
         self._reported: set[str] = set()  # family names whose conflicts were logged once already
+        self._exemplars = _ExemplarMemory()
 
     def render(self, accept: str | None = None) -> tuple[bytes, str]:
         """Collect now and return (body, content_type). OpenMetrics 1.0.0 text when `accept` asks for
         application/openmetrics-text (Prometheus does), else Prometheus text 0.0.4 (curl, browsers).
         Exemplars are only written in the OpenMetrics format (the 0.0.4 format has none)."""
         openmetrics = _wants_openmetrics(accept)
-        with self._lock:  # one collection at a time, so each caller renders the data its own collect produced
-            data = None
-            if not self._closed:
-                self._received = None
-                self.collect()
-                data, self._received = self._received, None
-        families = _families(data, target_info=self._target_info, reported=self._reported)
+        families = _families(self.collect_data(), target_info=self._target_info, reported=self._reported)
         body = _write(families, openmetrics=openmetrics).encode()
         return body, CONTENT_TYPE_OPENMETRICS if openmetrics else CONTENT_TYPE_TEXT
+
+    def collect_data(self) -> MetricsData | None:
+        """Collect now; the data with each bucket's newest exemplar (None once shut down)."""
+        with self._lock:  # one collection at a time, so each caller gets the data its own collect produced
+            if self._closed:
+                return None
+            self._received = None
+            self.collect()
+            data, self._received = self._received, None
+            return None if data is None else self._exemplars.keep(data)
 
     def _receive_metrics(self, metrics_data: MetricsData, timeout_millis: float = 10_000, **kwargs: Any) -> None:
         with self._lock:
@@ -93,6 +105,45 @@ class OpenMetricsReader(MetricReader):
         with self._lock:
             self._closed = True
             self._received = None
+
+
+class _ExemplarMemory:
+    """The newest exemplar per histogram bucket and per counter series, kept across collections (bounded by the
+    series the SDK keeps: one exemplar per bucket)."""
+
+    def __init__(self) -> None:
+        self._kept: dict[Hashable, dict[int, Exemplar]] = {}
+
+    def keep(self, data: MetricsData) -> MetricsData:
+        resources = []
+        for resource_metrics in data.resource_metrics:
+            scopes = []
+            for scope_metrics in resource_metrics.scope_metrics:
+                metrics = [self._metric(scope_metrics.scope.name, metric) for metric in scope_metrics.metrics]
+                scopes.append(dataclasses.replace(scope_metrics, metrics=metrics))
+            resources.append(dataclasses.replace(resource_metrics, scope_metrics=scopes))
+        return dataclasses.replace(data, resource_metrics=resources)
+
+    def _metric(self, scope: str, metric: Metric) -> Metric:
+        if not isinstance(metric.data, HistogramData | Sum):
+            return metric
+        data: Any = metric.data
+        points = [self._point(scope, metric.name, point) for point in data.data_points]
+        return dataclasses.replace(metric, data=dataclasses.replace(data, data_points=points))
+
+    def _point(self, scope: str, name: str, point: Any) -> Any:
+        key = (scope, name, frozenset((point.attributes or {}).items()))
+        kept = self._kept.get(key)
+        if kept is None and not point.exemplars:
+            return point
+        kept = self._kept.setdefault(key, {})
+        bounds = point.explicit_bounds if isinstance(point, HistogramDataPoint) else None
+        for exemplar in point.exemplars:
+            slot = 0 if bounds is None else bisect_left(bounds, float(exemplar.value))
+            newest = kept.get(slot)
+            if newest is None or exemplar.time_unix_nano >= newest.time_unix_nano:
+                kept[slot] = exemplar
+        return dataclasses.replace(point, exemplars=[kept[slot] for slot in sorted(kept)])
 
 
 def _wants_openmetrics(accept: str | None) -> bool:

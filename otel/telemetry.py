@@ -11,13 +11,12 @@ from opentelemetry import metrics, trace
 from opentelemetry._logs import set_logger_provider
 from opentelemetry.metrics import MeterProvider, NoOpMeterProvider
 from opentelemetry.sdk._logs import LoggerProvider
-from opentelemetry.sdk.metrics.export import MetricReader, PeriodicExportingMetricReader
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.trace import NoOpTracerProvider, TracerProvider
 
 from otel.exporters import FastOTLPLogExporter, FastOTLPSpanExporter
 from otel.logs import configure_logging, setup_logs
-from otel.metrics import setup_metrics
+from otel.metrics import MetricPusher, setup_metrics
 from otel.openmetrics import OpenMetricsReader
 from otel.resilience import (
     ExportHealth,
@@ -49,6 +48,8 @@ class Telemetry:
     exporting: dict[str, str] = field(default_factory=dict)
     # One per pushed signal: dropped items and outages (otel.resilience).
     export_health: list[ExportHealth] = field(default_factory=list)
+    # Pushes the pull reader's collections over OTLP (no second reader); None when metrics are not pushed.
+    metric_pusher: MetricPusher | None = None
 
     @classmethod
     def disabled(cls) -> Telemetry:
@@ -88,15 +89,19 @@ class Telemetry:
         tracer_provider = setup_tracing(resource, span_exporter)
 
         reader = OpenMetricsReader()
-        readers: list[MetricReader] = [reader]
-        metric_exporter = None
+        meter_provider = setup_metrics(resource, [reader])
+        metric_exporter = pusher = None
         if _wants_otlp(env, "METRICS"):
             from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
 
             metric_exporter = ResilientMetricExporter(OTLPMetricExporter(timeout=export_timeout(env, "METRICS")))
-            readers.append(PeriodicExportingMetricReader(metric_exporter))
+            pusher = MetricPusher(
+                reader.collect_data,
+                metric_exporter,
+                interval=_milliseconds(env, "OTEL_METRIC_EXPORT_INTERVAL", 60_000) / 1000,
+                timeout=_milliseconds(env, "OTEL_METRIC_EXPORT_TIMEOUT", 30_000) / 1000,
+            )
             exporting["metrics"] = "otlp"
-        meter_provider = setup_metrics(resource, readers)
 
         log_exporter = None
         if _wants_otlp(env, "LOGS"):
@@ -105,7 +110,7 @@ class Telemetry:
         logger_provider = setup_logs(resource, log_exporter) if log_exporter is not None else None
         health = [e.health for e in (span_exporter, metric_exporter, log_exporter) if e is not None]
         register_instruments(meter_provider.get_meter("otel.resilience"), health)
-        return cls(resource, tracer_provider, meter_provider, logger_provider, reader, exporting, health)
+        return cls(resource, tracer_provider, meter_provider, logger_provider, reader, exporting, health, pusher)
 
     def shutdown(self) -> None:
         """Flush and stop every provider (spans, logs and a last metric export); safe to call twice.
@@ -114,6 +119,8 @@ class Telemetry:
         """
         for health in self.export_health:
             health.abandon_if_failing()
+        if self.metric_pusher is not None:
+            self.metric_pusher.shutdown()  # the last push, while the reader can still collect
         for provider in (self.tracer_provider, self.meter_provider, self.logger_provider):
             shutdown = getattr(provider, "shutdown", None)
             if shutdown is not None:
@@ -121,6 +128,17 @@ class Telemetry:
                     shutdown()
                 except Exception:  # a backend being down must never turn a clean exit into a crash
                     _log.warning("telemetry shutdown failed", exc_info=True)
+
+
+def _milliseconds(env: Mapping[str, str], name: str, default: float) -> float:
+    """A positive duration variable in milliseconds, as the SDK's readers parse it; the default if unset or bad."""
+    raw = env.get(name, "").strip()
+    try:
+        value = float(raw) if raw else default
+    except ValueError:
+        _log.warning("ignoring %s=%r: not a number of milliseconds", name, raw)
+        return default
+    return value if value > 0 else default
 
 
 def _wants_otlp(env: Mapping[str, str], signal: str) -> bool:

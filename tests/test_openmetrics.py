@@ -492,6 +492,42 @@ class TestExemplars:
         assert exemplar_of(total).labels["trace_id"] == f"{span.get_span_context().trace_id:032x}"
         assert exemplar_of(total).value == 4
 
+    def test_exemplars_outlive_the_collection_that_took_them(self, make_meter: MakeMeter, tracer: Tracer) -> None:
+        """A push (collect_data) between two scrapes leaves the exemplars for the scrape, and newer ones win."""
+        meter, reader, _ = make_meter()
+        histogram = meter.create_histogram("latency", explicit_bucket_boundaries_advisory=BOUNDS)
+        counter = meter.create_counter("hits")
+        with tracer.start_as_current_span("first") as first:
+            histogram.record(0.3)
+            counter.add(1)
+        pushed = reader.collect_data()
+        assert pushed is not None
+        (point,) = [
+            p
+            for r in pushed.resource_metrics
+            for s in r.scope_metrics
+            for m in s.metrics
+            if m.name == "latency"
+            for p in m.data.data_points
+        ]
+        assert [e.trace_id for e in point.exemplars] == [first.get_span_context().trace_id]
+
+        family = scrape(reader)["latency"]  # the SDK's reservoir was emptied by the push: the reader kept it
+        assert exemplar_of(bucket(family, "latency", "0.5")).labels["trace_id"] == (
+            f"{first.get_span_context().trace_id:032x}"
+        )
+        (total,) = samples(scrape(reader)["hits"], "hits_total")
+        assert exemplar_of(total).labels["trace_id"] == f"{first.get_span_context().trace_id:032x}"
+
+        with tracer.start_as_current_span("second") as second:
+            histogram.record(0.4)
+            histogram.record(0.05)
+        family = scrape(reader)["latency"]
+        assert exemplar_of(bucket(family, "latency", "0.5")).labels["trace_id"] == (
+            f"{second.get_span_context().trace_id:032x}"
+        )
+        assert exemplar_of(bucket(family, "latency", "0.1")).value == 0.05
+
     def test_text_format_has_no_exemplars(self, make_meter: MakeMeter, tracer: Tracer) -> None:
         meter, reader, _ = make_meter()
         histogram = meter.create_histogram("latency", explicit_bucket_boundaries_advisory=BOUNDS)
@@ -502,20 +538,6 @@ class TestExemplars:
 
         assert "#" not in body.replace("# TYPE", "").replace("# HELP", "")
         assert all(s.exemplar is None for f in parse_text(body) for s in f.samples)
-
-    def test_an_exemplar_is_shown_by_one_scrape_only(self, make_meter: MakeMeter, tracer: Tracer) -> None:
-        """The SDK's reservoirs reset at every collection, even with cumulative temporality."""
-        meter, reader, _ = make_meter()
-        histogram = meter.create_histogram("latency", explicit_bucket_boundaries_advisory=BOUNDS)
-        with tracer.start_as_current_span("work"):
-            histogram.record(0.3)
-
-        first = scrape(reader)["latency"]
-        second = scrape(reader)["latency"]
-
-        assert bucket(first, "latency", "0.5").exemplar is not None
-        assert bucket(second, "latency", "0.5").exemplar is None
-        assert bucket(second, "latency", "0.5").value == 1
 
     def test_filtered_attributes_join_the_exemplar_unless_too_long(self, make_meter: MakeMeter, tracer: Tracer) -> None:
         view = View(instrument_name="latency", attribute_keys={"http.route"})
