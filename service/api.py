@@ -103,7 +103,7 @@ def predict() -> Response:
     request_id, prediction_ids = new_prediction_ids(len(rows))
     predictions = model.to_python(raw)
     if state.predictions is not None:
-        _log_predictions(state, request_id, body, rows, predictions)
+        _log_predictions(state, request_id, body, rows, raw if raw.dtype.kind == "f" else predictions)
     if state.shadow is not None:
         state.shadow.submit(rows, raw, prediction_ids)
     return jsonify(
@@ -113,7 +113,7 @@ def predict() -> Response:
     )
 
 
-def _log_predictions(state: ServiceState, request_id: str, body: bytes, rows: Any, predictions: list[Any]) -> None:
+def _log_predictions(state: ServiceState, request_id: str, body: bytes, rows: Any, predictions: Any) -> None:
     """Hand the request to the prediction log before the 200 goes out (the log never drops what it was given)."""
     assert state.predictions is not None
     card = state.model.card

@@ -23,6 +23,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+import numpy as np
 import structlog
 
 __all__ = [
@@ -72,16 +73,16 @@ _REQUEST_ID_HEX = 24  # 96 random bits per request
 _INDEX_HEX = 8  # the row's index in its request
 _BUSY_TIMEOUT = 5.0  # seconds a connection waits for another worker's write lock before it reports "locked"
 _FLUSH_TIMEOUT = 5.0  # how long a join waits for this process's queued predictions to be committed
-_MAX_BATCH_ROWS = 2000  # rows per write transaction, so waiting producers get room back soon
+_MAX_BATCH_ROWS = 20_000  # rows per write transaction (a request is one insert), so producers get room back soon
 _IN_CHUNK = 500  # ids per `IN (...)` query, well under SQLite's bound-variable limit
 _PURGE_CHUNK = 5000  # rows deleted per transaction, so other workers' writes interleave with a big purge
 _PURGE_PASS = 4 * _PURGE_CHUNK  # rows deleted per pass of the writer, so queued predictions wait little
 _INSERT_OP, _SHADOW_OP = 0, 1
-# The writer commits queued rows once they are this old, or sooner when this many are waiting (or on flush and
-# close): one wake-up and one transaction per ~50 ms instead of one per request, which on the request threads'
-# side is the difference between a lock hand-off per request and almost nothing.
+# The writer commits queued rows once they are this old, or sooner when this many are waiting (or the queue is
+# full, or on flush and close): one wake-up and one transaction per ~50 ms instead of one per request, which on
+# the request threads' side is the difference between a lock hand-off per request and almost nothing.
 _LINGER = 0.05
-_WAKE_ROWS = 256
+_WAKE_ROWS = 4096
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,7 +95,8 @@ class PredictionRequest:
     model_name: str
     model_version: str
     body: bytes  # the request body as received: {"instances": [...]}
-    predictions: Sequence[float | str]  # one per row, in row order
+    # One per row, in row order; a float array is stored as float64 bytes (no per-value text encoding).
+    predictions: Sequence[float | str] | np.ndarray
     slices: Mapping[str, Sequence[str]] | None = None  # slice feature → slice value per row
 
     @property
@@ -119,8 +121,15 @@ def split_prediction_id(prediction_id: str) -> tuple[str, int] | None:
     return prediction_id[:_REQUEST_ID_HEX], int(prediction_id[_REQUEST_ID_HEX:], 16)
 
 
+_suffixes: list[str] = []  # "00000000", "00000001", …: formatted once, shared by every request
+
+
 def _ids(request_id: str, count: int) -> list[str]:
-    return [f"{request_id}{index:08x}" for index in range(count)]
+    global _suffixes  # replaced whole, never mutated: safe to read from any thread
+    suffixes = _suffixes
+    if len(suffixes) < count:
+        suffixes = _suffixes = [f"{index:08x}" for index in range(max(count, 2 * len(suffixes)))]
+    return [request_id + suffix for suffix in suffixes[:count]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -213,6 +222,7 @@ class PredictionLog:
         self._queue_size = queue_size
         self._purge_interval = purge_interval
         self._purge_every_rows = max(1000, (max_rows or 0) // 10)
+        self._wake_rows = min(_WAKE_ROWS, queue_size)  # a full queue wakes the writer at once
         self._lock = threading.Lock()
         self._work = threading.Condition(self._lock)  # the writer waits here for rows
         self._space = threading.Condition(self._lock)  # producers wait here for room
@@ -326,7 +336,7 @@ class PredictionLog:
             self._queue.append((kind, payload, rows))
             self._pending_rows += rows
             self._enqueued += 1
-            if self._writer_idle and self._pending_rows >= _WAKE_ROWS:
+            if self._writer_idle and self._pending_rows >= self._wake_rows:
                 self._writer_idle = False
                 self._work.notify()
 
@@ -494,7 +504,9 @@ class PredictionLog:
         """Whether the queued operations should be written now (called with the lock held)."""
         if not self._queue:
             return False
-        return self._flushers > 0 or self._pending_rows >= _WAKE_ROWS or time.monotonic() - self._oldest >= _LINGER
+        if self._flushers > 0 or self._pending_rows >= self._wake_rows:
+            return True
+        return time.monotonic() - self._oldest >= _LINGER
 
     def _take(self) -> tuple[list[tuple[int, Any, int]], int]:
         batch: list[tuple[int, Any, int]] = []
@@ -628,6 +640,9 @@ class _StoredRequest:
         return dict(instances[index])
 
     def predictions(self) -> list[Any]:
+        raw = self._raw[1]
+        if isinstance(raw, bytes):  # float64 values; NaN reads back as null, as the JSON encoding writes it
+            return [None if math.isnan(value) else value for value in np.frombuffer(raw, dtype="<f8").tolist()]
         return list(self._decoded(1))
 
     def shadow(self, index: int) -> Any:
@@ -672,9 +687,15 @@ def _row(request: PredictionRequest) -> tuple[Any, ...]:
         str(request.model_version),
         len(request.predictions),
         bytes(request.body),
-        _dumps(list(request.predictions)),
+        _encode_predictions(request.predictions),
         None if request.slices is None else _dumps({name: list(values) for name, values in request.slices.items()}),
     )
+
+
+def _encode_predictions(predictions: Sequence[float | str] | np.ndarray) -> bytes | str:
+    if isinstance(predictions, np.ndarray) and predictions.dtype.kind == "f":
+        return predictions.astype("<f8", copy=False).tobytes()
+    return _dumps(list(predictions))
 
 
 def _dumps(value: Any) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import sqlite3
 import subprocess
@@ -14,6 +15,7 @@ from contextlib import closing
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 from service import predictions
@@ -170,6 +172,17 @@ class TestBatchRequests:
             assert stored.slices == {"sex": instances[index]["sex"]}
         assert log.stats().rows == 1000
         assert _count(log.path, "requests") == 1
+
+    def test_float_predictions_are_stored_exactly(self, log: PredictionLog) -> None:
+        """A float array is stored as float64 bytes: the same values come back (NaN as null, like JSON)."""
+        values = np.array([0.1, 1 / 3, -2.5e-300, 1e300, math.nan, 151.0000000000001])
+        request = _request([{"age": float(i)} for i in range(len(values))], values)  # type: ignore[arg-type]
+        log.record([request])
+        found = log.lookup(request.prediction_ids)
+        stored = [found[pid].prediction for pid in request.prediction_ids]
+        assert stored[:4] + stored[5:] == [0.1, 1 / 3, -2.5e-300, 1e300, 151.0000000000001]
+        assert stored[4] is None
+        assert log.add_feedback([FeedbackItem(request.prediction_ids[1], 0.5)]).joined[0].prediction == 1 / 3
 
     def test_ids_past_the_end_of_a_request_or_malformed_are_unknown(self, log: PredictionLog) -> None:
         request = _request([{"age": 1.0}, {"age": 2.0}], [1.0, 2.0])
