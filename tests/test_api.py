@@ -69,6 +69,20 @@ class TestPredict:
         response = client.post("/predict", json={"instances": [_row(card)]}, headers={"traceparent": parent})
         assert response.headers["X-Trace-Id"] == "0af7651916cd43dd8448eb211c80319c"
 
+    def test_an_unsampled_request_exports_no_span_and_still_answers(
+        self, client: FlaskClient, card: ModelCard, telemetry: InMemoryTelemetry
+    ) -> None:
+        """A caller that did not sample its trace gets no spans from us (nor stage spans), the same answer, and
+        the trace id to correlate logs with."""
+        parent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-00"
+        response = client.post("/predict", json={"instances": [_row(card)] * 2}, headers={"traceparent": parent})
+        assert response.status_code == 200 and len(response.get_json()["predictions"]) == 2
+        assert response.headers["traceparent"].startswith("00-0af7651916cd43dd8448eb211c80319c-")
+        assert response.headers["traceparent"].endswith("-00")
+        assert telemetry.spans.get_finished_spans() == ()
+        (access,) = [line for line in telemetry.console_lines() if '"event": "request"' in line]
+        assert '"trace_id": "0af7651916cd43dd8448eb211c80319c"' in access
+
     def test_stage_spans_with_model_attributes(
         self, client: FlaskClient, card: ModelCard, telemetry: InMemoryTelemetry
     ) -> None:
