@@ -64,24 +64,14 @@ class CountWindow:
     def add(self, counts: np.ndarray, indices: np.ndarray) -> None:
         """Add one request: `counts` is the bincount of `indices` (n rows × bins-per-row flat indices)."""
         if self._seconds is not None:
-            epoch = int(self._clock() // self._width)
-            slot = epoch % _SLOTS
-            if self._epochs[slot] != epoch:
-                self._slots[slot] = 0
-                self._epochs[slot] = epoch
-            self._slots[slot] += counts
+            self._slots[self._current_slot()] += counts
             return
         self._add_rows(indices)
 
     def add_one(self, indices: list[int]) -> None:
         """Add one row: its flat bin indices (distinct)."""
         if self._seconds is not None:
-            epoch = int(self._clock() // self._width)
-            slot = epoch % _SLOTS
-            if self._epochs[slot] != epoch:
-                self._slots[slot] = 0
-                self._epochs[slot] = epoch
-            self._slots[slot, indices] += 1
+            self._slots[self._current_slot(), indices] += 1
             return
         self._add_rows(np.array([indices], dtype=np.intp))
 
@@ -92,6 +82,15 @@ class CountWindow:
             live = self._epochs > current - _SLOTS
             return np.asarray(self._slots[live].sum(axis=0))
         return self._counts.copy()
+
+    def _current_slot(self) -> int:
+        """The time slot for now, cleared first if it still holds an older epoch's counts."""
+        epoch = int(self._clock() // self._width)
+        slot = epoch % _SLOTS
+        if self._epochs[slot] != epoch:
+            self._slots[slot] = 0
+            self._epochs[slot] = epoch
+        return slot
 
     def _add_rows(self, indices: np.ndarray) -> None:
         capacity = self._rows or 0
