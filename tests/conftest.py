@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +25,7 @@ from service.app import create_app
 from service.datasets import load_bundled
 from service.settings import Settings
 from service.training import train
+from tests.support.logging_state import restored_logging
 
 
 # --- models ---------------------------------------------------------------------------------------------------
@@ -75,18 +75,13 @@ def telemetry() -> Iterator[InMemoryTelemetry]:
         metrics_reader=openmetrics,
     )
     console = io.StringIO()
-    root = logging.getLogger()
-    saved_handlers, saved_level = root.handlers[:], root.level
-    configure_logging(bundle.logger_provider, stream=console)
-    structlog.contextvars.clear_contextvars()
-    try:
-        yield InMemoryTelemetry(bundle, spans, metrics, logs, console)
-    finally:
-        bundle.shutdown()
-        root.handlers[:] = saved_handlers
-        root.setLevel(saved_level)
-        structlog.reset_defaults()
+    with restored_logging():
+        configure_logging(bundle.logger_provider, stream=console)
         structlog.contextvars.clear_contextvars()
+        try:
+            yield InMemoryTelemetry(bundle, spans, metrics, logs, console)
+        finally:
+            bundle.shutdown()
 
 
 # --- the app --------------------------------------------------------------------------------------------------

@@ -19,21 +19,15 @@ from otel._wire import encode_logs
 from otel.logs import OTelBridgeHandler, configure_logging, setup_logs
 from otel.resource import build_resource
 from otel.tracing import setup_tracing
+from tests.support.logging_state import restored_logging
 
 RESOURCE = build_resource(service_name="modellens-test", service_version="0.0.0", instance_id="test-instance")
 
 
 @pytest.fixture(autouse=True)
 def _restore_logging() -> Iterator[None]:
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    try:
+    with restored_logging():
         yield
-    finally:
-        root.handlers[:] = handlers
-        root.setLevel(level)
-        structlog.reset_defaults()
-        structlog.contextvars.clear_contextvars()
 
 
 def _log_in_span(provider: LoggerProvider, emit: Any) -> tuple[list[Any], list[dict[str, Any]], str]:
