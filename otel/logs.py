@@ -129,11 +129,7 @@ class OTelBridgeHandler(LoggingHandler):
             severity_text=_SEVERITY_TEXT.get(level, level),
             severity_number=std_to_otel(levelno),
             body=str(event_dict.get("event", "")),
-            attributes={
-                key: _attribute_value(value)
-                for key, value in event_dict.items()
-                if key not in _NATIVE_KEYS and key not in _RECORD_ATTRIBUTES
-            },
+            attributes=_attributes(event_dict),
         )
         record.context = _EMPTY_CONTEXT  # as the batch processor does: the record must not pin the request's context
         return ReadableLogRecord(log_record=record, resource=scoped[0], instrumentation_scope=scoped[1], limits=_LIMITS)
@@ -143,10 +139,17 @@ def _record(name: str, levelno: int, event_dict: Mapping[str, Any], created: flo
     record = logging.LogRecord(name, levelno, "", 0, str(event_dict.get("event", "")), None, exc_info)
     if created is not None:
         record.created = created
-    for key, value in event_dict.items():
-        if key not in _NATIVE_KEYS and key not in _RECORD_ATTRIBUTES:
-            record.__dict__[key] = _attribute_value(value)
+    record.__dict__.update(_attributes(event_dict))
     return record
+
+
+def _attributes(event_dict: Mapping[str, Any]) -> dict[str, Any]:
+    """The event's own keys (not the native fields, not LogRecord's attributes) as OTel attribute values."""
+    return {
+        key: _attribute_value(value)
+        for key, value in event_dict.items()
+        if key not in _NATIVE_KEYS and key not in _RECORD_ATTRIBUTES
+    }
 
 
 _RECORD_ATTRIBUTES = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}
