@@ -1,4 +1,4 @@
-"""One measured run: start a configuration (and its OTLP endpoint), warm it up, load it with wrk, read /proc."""
+"""Measured runs: configurations serving (with their OTLP endpoints), loaded with wrk in bursts, read from /proc."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from benchmarks.configs import COMMON, Config
 from benchmarks.load import LoadResult, run_wrk
 from benchmarks.processes import REPO, ServerProcess, SinkProcess, free_port
 
-__all__ = ["Setup", "measure", "started"]
+__all__ = ["Served", "Setup", "burst", "serving", "started"]
 
 
 @dataclass(frozen=True)
@@ -67,17 +67,45 @@ def load(server: ServerProcess, config: Config, setup: Setup, seconds: float) ->
     )
 
 
-def measure(config: Config, setup: Setup, *, round_: int, warmup: float, seconds: float) -> dict[str, Any]:
-    """Start, warm up for `warmup` s, measure for `seconds` s, stop; return the run's record."""
-    run_dir = setup.workdir / f"round{round_}-{config.name}"
-    with started(config, setup, run_dir) as (server, sink):
-        warm = load(server, config, setup, warmup)
-        before = _Counters.read(server, sink)
-        result = load(server, config, setup, seconds)
-        after = _Counters.read(server, sink)
-        rss = server.rss_kib()
-        restarted = server.current_worker() != server.worker_pid
-    return _record(config, setup, round_, warm, result, before, after, rss, restarted)
+@dataclass
+class Served:
+    """A configuration serving (with its OTLP sink) for a whole group of runs, and how its warm-up went."""
+
+    config: Config
+    server: ServerProcess
+    sink: SinkProcess | None
+    warm: LoadResult
+
+
+@contextlib.contextmanager
+def serving(
+    configs: list[Config], setup: Setup, *, warmup: float
+) -> Iterator[tuple[dict[str, Served], dict[str, str]]]:
+    """Every configuration started and warmed up, serving until the block ends: their runs then take turns
+    (A B A B …) as bursts against servers that stay up, so the two runs of a pair are seconds apart, not the
+    minutes that starting each run afresh takes. Yields the served configurations by name, and the error of each
+    configuration that could not start (the others still run)."""
+    with contextlib.ExitStack() as stack:
+        served: dict[str, Served] = {}
+        failed: dict[str, str] = {}
+        for config in configs:
+            try:
+                server, sink = stack.enter_context(started(config, setup, setup.workdir / config.name))
+                served[config.name] = Served(config, server, sink, load(server, config, setup, warmup))
+            except Exception as error:
+                failed[config.name] = f"{type(error).__name__}: {error}"
+        yield served, failed
+
+
+def burst(served: Served, setup: Setup, *, round_: int, seconds: float) -> dict[str, Any]:
+    """Measure one run of `seconds` s against a configuration that is already serving; return its record."""
+    server, sink = served.server, served.sink
+    before = _Counters.read(server, sink)
+    result = load(server, served.config, setup, seconds)
+    after = _Counters.read(server, sink)
+    rss = server.rss_kib()
+    restarted = server.current_worker() != server.worker_pid
+    return _record(served.config, setup, round_, served.warm, result, before, after, rss, restarted)
 
 
 @dataclass(frozen=True)

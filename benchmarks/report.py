@@ -38,10 +38,10 @@ def summarize(runs: Sequence[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     Runs marked contended (other processes took a good part of the server's core even after retries) are left
     out when the configuration has clean runs; a ratio uses the rounds where both runs are clean, if any.
     """
-    rounds: dict[int, dict[str, dict[str, Any]]] = defaultdict(dict)
+    rounds: dict[tuple[str, int], dict[str, dict[str, Any]]] = defaultdict(dict)  # (group, round) → runs
     for run in runs:
         if "error" not in run:
-            rounds[run["round"]][run["config"]] = run
+            rounds[(run.get("group", ""), run["round"])][run["config"]] = run
     names = [config.name for config in CONFIGS if any(config.name in by_config for by_config in rounds.values())]
     summary: dict[str, dict[str, Any]] = {}
     for name in names:

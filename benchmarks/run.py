@@ -3,10 +3,11 @@
     python -m benchmarks.run [--short] [--out benchmarks/results/<timestamp>.json] [--update-benchmarks-md]
 
 Trains a diabetes model into a temp dir, writes request bodies from its training rows, runs the in-process
-micro-benchmarks, then `--rounds` rounds in which every configuration is started fresh under gunicorn, warmed up
-and measured with wrk (the order rotates each round: A B C, B C A, … so machine drift shows instead of biasing one
-configuration), then the memory run. Writes the raw runs, medians, ratios and goal checks as JSON, and the same
-as Markdown beside it. `--short` proves the harness works in seconds; its timings mean nothing.
+micro-benchmarks, then, group by group (overhead, outages, batch), starts every configuration of the group under
+gunicorn at once, warms each up and runs `--rounds` rounds of short wrk bursts, one per configuration (the order
+rotates each round: A B C, B C A, …), so the runs compared in a ratio are seconds apart and machine drift shows
+instead of biasing one configuration; then the memory run. Writes the raw runs, medians, ratios and goal checks
+as JSON, and the same as Markdown beside it. `--short` proves the harness works in seconds; its timings mean nothing.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from benchmarks import procstat, report
 from benchmarks.bodies import write_bodies
 from benchmarks.configs import CONFIGS, Config
 from benchmarks.load import wrk_available
-from benchmarks.measure import Setup, measure
+from benchmarks.measure import Served, Setup, burst, serving
 from benchmarks.memory import checkpoints, measure_memory
 from benchmarks.processes import REPO, pinned, snapshot_sources, source_fingerprint
 from service.card import ModelCard
@@ -100,11 +101,30 @@ def _micro(setup: Setup, *, short: bool, window_rows: int | None) -> dict[str, A
     return results
 
 
-def _measure(config: Config, setup: Setup, round_: int, args: argparse.Namespace) -> dict[str, Any]:
+def _groups(configs: list[Config]) -> list[list[Config]]:
+    """The configurations by report group (overhead, outage, batch), each with the references its ratios need."""
+    by_name = {config.name: config for config in CONFIGS}
+    groups: dict[str, list[Config]] = {}
+    for config in configs:
+        groups.setdefault(config.group, []).append(config)
+    for members in groups.values():
+        for config in list(members):
+            if config.reference is not None and all(member.name != config.reference for member in members):
+                members.insert(0, by_name[config.reference])
+    return list(groups.values())
+
+
+def _burst(served: Served, setup: Setup, group: str, round_: int, args: argparse.Namespace) -> dict[str, Any]:
     try:
-        record = measure(config, setup, round_=round_, warmup=args.warmup, seconds=args.seconds)
-    except Exception as error:  # a configuration that cannot start is reported; the others still run
-        return {"config": config.name, "round": round_, "error": f"{type(error).__name__}: {error}"}
+        record = burst(served, setup, round_=round_, seconds=args.seconds)
+    except Exception as error:  # a configuration that stopped answering is reported; the others still run
+        return {
+            "config": served.config.name,
+            "group": group,
+            "round": round_,
+            "error": f"{type(error).__name__}: {error}",
+        }
+    record["group"] = group
     # Other processes ran on the server's core for a good part of the run: the server was not measured alone.
     others = record["other_on_server_core_s"]
     record["contended"] = others is not None and others > _CONTENDED * record["seconds"]
@@ -135,18 +155,27 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     if "micro" not in args.skip:
         print("micro-benchmarks (in-process)…", flush=True)
         results["micro"] = _micro(setup, short=args.short, window_rows=args.window_rows)
-    for round_ in range(1, args.rounds + 1):
-        shift = (round_ - 1) % len(configs)
-        for config in configs[shift:] + configs[:shift]:
-            for attempt in range(1, args.retries + 2):
-                print(f"round {round_}/{args.rounds} {config.name:<17}", end=" ", flush=True)
-                record = _measure(config, setup, round_, args)
-                print(_line(record), flush=True)
-                if not record.get("contended") or attempt > args.retries:
-                    break
-                results["discarded"].append(record)  # kept in the JSON, left out of the medians
-            record["attempts"] = attempt
-            results["runs"].append(record)
+    for members in _groups(configs):
+        group = members[-1].group
+        names = ", ".join(config.name for config in members)
+        print(f"{group}: starting and warming up {names}…", flush=True)
+        with serving(members, setup, warmup=args.warmup) as (served, failed):
+            for name, error in failed.items():
+                print(f"{name}: FAILED to start: {error}", flush=True)
+                results["runs"].append({"config": name, "group": group, "round": 1, "error": error})
+            order = [served[config.name] for config in members if config.name in served]
+            for round_ in range(1, args.rounds + 1):
+                shift = (round_ - 1) % max(len(order), 1)
+                for one in order[shift:] + order[:shift]:
+                    for attempt in range(1, args.retries + 2):
+                        print(f"round {round_}/{args.rounds} {one.config.name:<17}", end=" ", flush=True)
+                        record = _burst(one, setup, group, round_, args)
+                        print(_line(record), flush=True)
+                        if not record.get("contended") or attempt > args.retries:
+                            break
+                        results["discarded"].append(record)  # kept in the JSON, left out of the medians
+                    record["attempts"] = attempt
+                    results["runs"].append(record)
     if "memory" not in args.skip:
         memory_config = next(config for config in CONFIGS if config.name == "full")
         targets = checkpoints(args.memory_first, args.memory_requests, steps=args.memory_steps)
@@ -189,9 +218,9 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.run", description=__doc__.splitlines()[0])
     parser.add_argument("--short", action="store_true", help="CI smoke: 1 round of 1 s, tiny memory run")
     parser.add_argument("--out", type=Path, help="results JSON (Markdown beside it); default benchmarks/results/")
-    parser.add_argument("--rounds", type=int, help="rounds of all configurations (default 3; 1 with --short)")
-    parser.add_argument("--seconds", type=float, help="measured seconds per run (default 20; 1 with --short)")
-    parser.add_argument("--warmup", type=float, help="warm-up seconds before each run (default 5; 1 with --short)")
+    parser.add_argument("--rounds", type=int, help="rounds of all configurations (default 10; 1 with --short)")
+    parser.add_argument("--seconds", type=float, help="measured seconds per run (default 6; 1 with --short)")
+    parser.add_argument("--warmup", type=float, help="warm-up seconds per server (default 5; 1 with --short)")
     parser.add_argument("--configs", help="comma-separated configurations to run (default: all)")
     parser.add_argument("--skip", default="", help=f"comma-separated parts to skip: {', '.join(_SKIPPABLE)}")
     parser.add_argument("--memory-requests", type=int, help="last memory checkpoint (default 1M; 2k with --short)")
@@ -218,8 +247,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     signal.signal(signal.SIGINT, _stop)
     args = _parser().parse_args(argv)
     short = args.short
-    args.rounds = args.rounds or (1 if short else 3)
-    args.seconds = args.seconds or (1.0 if short else 20.0)
+    args.rounds = args.rounds or (1 if short else 10)
+    args.seconds = args.seconds or (1.0 if short else 6.0)
     args.warmup = args.warmup or (1.0 if short else 5.0)
     args.memory_requests = args.memory_requests or (2_000 if short else 1_000_000)
     args.memory_first = args.memory_first or (500 if short else 10_000)

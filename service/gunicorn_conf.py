@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from otel.logs import configure_logging
+from otel.logs import configure_logging, flush_logs
 from otel.telemetry import Telemetry, install, installed
 from service import __version__
 from service.settings import Settings
@@ -44,7 +44,7 @@ def post_fork(server: Any, worker: Any) -> None:
     telemetry = Telemetry.from_env(
         service_name=_settings.service_name, service_version=__version__, environment=_settings.environment
     )
-    install(telemetry, log_level=_settings.log_level)
+    install(telemetry, log_level=_settings.log_level, log_flush_interval=_settings.log_flush_seconds)
     _route_gunicorn_logs()
 
 
@@ -57,3 +57,4 @@ def worker_exit(server: Any, worker: Any) -> None:
     telemetry = installed()
     if telemetry is not None:
         telemetry.shutdown()
+    flush_logs()  # the last access lines, and what shutting down logged

@@ -1,16 +1,15 @@
 """Per-request model monitoring: bin counts, data quality, drift scores — O(features) work per row.
 
-A request adds its rows into numpy count arrays (one vectorised pass, one lock); nothing is computed per bin on the
-request path. The counts are published through observable instruments read at collection time, and drift scores
-over the sliding window are computed then too.
+A request hands its rows over under one lock; they are binned into numpy count arrays in one vectorised pass per
+64 rows (or per window time slot, or when something reads), and nothing is computed per bin on the request path.
+The counts are published through observable instruments read at collection time, and drift scores over the
+sliding window are computed then too.
 """
 
 from __future__ import annotations
 
-import math
 import threading
 import time
-from bisect import bisect_left
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -30,6 +29,7 @@ __all__ = ["QUALITY_REASONS", "ModelMonitor"]
 QUALITY_REASONS = ("missing", "non_finite", "wrong_type", "below_min", "above_max", "unknown_category")
 _REASON_INDEX = {reason: index for index, reason in enumerate(QUALITY_REASONS)}
 _MISSING, _BELOW_MIN, _ABOVE_MAX = _REASON_INDEX["missing"], _REASON_INDEX["below_min"], _REASON_INDEX["above_max"]
+_FOLD_ROWS = 64  # rows held back before they are binned together (bounded: a 64-row matrix at most)
 
 
 @dataclass(frozen=True)
@@ -87,13 +87,15 @@ class ModelMonitor:
         self._size = start
         numeric_prediction = profile.prediction.kind == "numeric"
         self._prediction_edges = np.asarray(profile.prediction.edges) if numeric_prediction else None
-        self._prediction_edge_list = [float(edge) for edge in profile.prediction.edges] if numeric_prediction else None
         self._binner = _Binner(card, profile, [s.start for s in self._segments[: len(card.features)]])
         self._lock = threading.Lock()
         self._totals = np.zeros(self._size, dtype=np.int64)
         self._quality = np.zeros((len(card.features), len(QUALITY_REASONS)), dtype=np.int64)
         self._rejected_rows = 0
         self._window = CountWindow.parse(window, self._size, clock=clock)
+        self._pending: list[tuple[np.ndarray, np.ndarray]] = []  # rows held back, see `observe`
+        self._pending_rows = 0
+        self._pending_stamp = 0
         self._trained_at = _timestamp(card.trained_at)
         self._profiled_at = _timestamp(profile.created_at)
         self._attributes = self._build_attributes()
@@ -101,10 +103,32 @@ class ModelMonitor:
 
     # --- the request path ---------------------------------------------------------------------------------
     def observe(self, rows: np.ndarray, predictions: np.ndarray) -> None:
-        """Count one request's scored rows (n × features, card order) and their predictions."""
-        if len(rows) == 1 and self._binner.all_numeric and self._prediction_edge_list is not None:
-            self._observe_one(rows[0].tolist(), float(predictions[0]))
+        """Count one request's scored rows (n × features, card order) and their predictions.
+
+        Rows are held back and binned together once `_FOLD_ROWS` have arrived (or their window time slot ends),
+        in one vectorised pass: binning costs ~1 µs a row that way and ~20 µs for one row alone. Every read folds
+        them in first, so what is read is always exact. The arrays are kept, so the caller must not change them.
+        """
+        stamp = self._window.stamp()
+        with self._lock:
+            if self._pending and stamp != self._pending_stamp:
+                self._fold()  # rows keep the time slot they arrived in
+            self._pending_stamp = stamp
+            self._pending.append((rows, predictions))
+            self._pending_rows += len(rows)
+            if self._pending_rows >= _FOLD_ROWS:
+                self._fold()
+
+    def _fold(self) -> None:
+        """Bin the held-back rows into the totals, quality counts and window. Called with the lock held."""
+        if not self._pending:
             return
+        if len(self._pending) == 1:
+            rows, predictions = self._pending[0]
+        else:
+            rows = np.concatenate([rows for rows, _ in self._pending])
+            predictions = np.concatenate([predictions for _, predictions in self._pending])
+        self._pending, self._pending_rows = [], 0
         flat, quality = self._binner.bin(rows)
         prediction_bins = self._prediction_bins(predictions)
         columns = [flat, prediction_bins[:, None]]
@@ -117,25 +141,9 @@ class ModelMonitor:
             columns.append((offsets + prediction_bins - self._prediction.start)[:, None])
         indices = np.concatenate(columns, axis=1)
         counts = np.bincount(indices.ravel(), minlength=self._size)
-        with self._lock:
-            self._totals += counts
-            self._quality += quality
-            self._window.add(counts, indices)
-
-    def _observe_one(self, values: list[float], prediction: float) -> None:
-        """One row of an all-numeric model with a numeric prediction, in plain Python: most requests score one
-        row, and a dozen numpy calls on 1-element arrays cost more than bisecting each feature's edges. Counts
-        exactly what the vectorised path counts (tests compare the two)."""
-        indices, issues = self._binner.bin_one(values)
-        prediction_bin = bisect_left(self._prediction_edge_list, prediction)  # type: ignore[arg-type]
-        indices.append(self._prediction.start + prediction_bin)
-        for column, starts, other in self._slice_offsets:
-            indices.append(starts.get(slice_label(values[column]), other) + prediction_bin)
-        with self._lock:
-            self._totals[indices] += 1  # one row: its indices are distinct (each in its own segment)
-            for column, reason in issues:
-                self._quality[column, reason] += 1
-            self._window.add_one(indices)
+        self._totals += counts
+        self._quality += quality
+        self._window.add(counts, indices, self._pending_stamp)
 
     def _prediction_bins(self, predictions: np.ndarray) -> np.ndarray:
         if self._prediction_edges is not None:
@@ -157,6 +165,7 @@ class ModelMonitor:
     def snapshot(self) -> dict[str, Any]:
         """The `GET /monitoring` summary: window drift, data quality, totals."""
         with self._lock:
+            self._fold()
             window, quality, rejected = self._window.counts(), self._quality.copy(), self._rejected_rows
             scored = int(self._totals[self._prediction.start : self._prediction.stop].sum())
         features: dict[str, dict[str, Any]] = {}
@@ -198,6 +207,7 @@ class ModelMonitor:
     def window_scores(self) -> dict[tuple[str, str, str], tuple[float, float]]:
         """(kind, name, slice value) → (PSI, JS distance) over the current window."""
         with self._lock:
+            self._fold()
             window = self._window.counts()
         scores = {}
         for segment in self._segments:
@@ -265,6 +275,7 @@ class ModelMonitor:
 
         def callback(_options: CallbackOptions) -> Iterable[Observation]:
             with self._lock:
+                self._fold()
                 totals = self._totals.copy()
             for segment in segments:
                 for index in range(segment.start, segment.stop):
@@ -301,6 +312,7 @@ class ModelMonitor:
 
     def _quality_callback(self, _options: CallbackOptions) -> Iterable[Observation]:
         with self._lock:
+            self._fold()
             quality = self._quality.copy()
         for column, spec in enumerate(self.card.features):
             for index, reason in enumerate(QUALITY_REASONS):
@@ -352,39 +364,6 @@ class _Binner:
         self._maxs = np.array([specs[j].max for j in self._numeric], dtype=np.float64)
         self._categorical_bins = [distributions[j] for j in self._categorical]
         self._features = len(specs)
-        # For one row at a time: per feature (edges, flat start, missing bin, min, max) as plain Python values.
-        self._per_feature = [
-            (
-                [float(edge) for edge in distributions[j].edges],
-                int(starts[j]),
-                int(starts[j]) + len(distributions[j].labels) - 1,
-                _bound(specs[j].min),
-                _bound(specs[j].max),
-            )
-            for j in self._numeric
-        ]
-
-    @property
-    def all_numeric(self) -> bool:
-        return self._all_numeric
-
-    def bin_one(self, values: Sequence[float]) -> tuple[list[int], list[tuple[int, int]]]:
-        """One row of an all-numeric model: flat bin indices, and (feature, reason) for each quality issue."""
-        indices: list[int] = []
-        issues: list[tuple[int, int]] = []
-        for column, (value, (edges, start, missing_bin, low, high)) in enumerate(
-            zip(values, self._per_feature, strict=True)
-        ):
-            if value != value:  # NaN: a missing value has its own bin
-                indices.append(missing_bin)
-                issues.append((column, _MISSING))
-                continue
-            indices.append(start + bisect_left(edges, value))
-            if value < low:
-                issues.append((column, _BELOW_MIN))
-            elif value > high:
-                issues.append((column, _ABOVE_MAX))
-        return indices, issues
 
     def bin(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Flat bin indices (n × features) and the request's data-quality counts (features × reasons)."""
@@ -417,11 +396,6 @@ class _Binner:
         quality[:, _BELOW_MIN] = (values < self._mins).sum(axis=0)
         quality[:, _ABOVE_MAX] = (values > self._maxs).sum(axis=0)
         return bins
-
-
-def _bound(value: float | None) -> float:
-    """A feature's min or max for comparisons; NaN (never true) when the card has none, as in the numpy path."""
-    return math.nan if value is None else float(value)
 
 
 def _empty_like(distribution: Distribution) -> Distribution:

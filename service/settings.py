@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -30,6 +31,7 @@ class Settings:
     environment: str = "local"  # deployment.environment.name, unless OTEL_RESOURCE_ATTRIBUTES says otherwise
     service_name: str = "modellens"  # service.name, unless OTEL_SERVICE_NAME says otherwise
     log_level: str = "INFO"
+    log_flush_seconds: float = 0.05  # INFO lines reach stdout in batches this often; 0: each line at once
     max_batch: int = 1000  # rows per /predict request
     max_body_bytes: int = 2 * 1024 * 1024
     monitoring: bool = True  # MODELLENS_MONITORING=off turns drift, quality and slice monitoring off
@@ -69,6 +71,8 @@ class Settings:
         for name in ("fault_latency_probability", "fault_error_rate"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise SettingsError(f"{_PREFIX}{name.upper()} must be between 0 and 1, got {getattr(self, name)}")
+        if self.log_flush_seconds < 0:
+            raise SettingsError(f"{_PREFIX}LOG_FLUSH_SECONDS must be 0 or more, got {self.log_flush_seconds}")
         if self.port > 65535:
             raise SettingsError(f"{_PREFIX}PORT must be at most 65535, got {self.port}")
 
@@ -78,7 +82,7 @@ class Settings:
             return None
         return Path(self.prediction_log) if self.prediction_log else self.model_dir / "predictions.sqlite3"
 
-    @property
+    @functools.cached_property  # read on every request; a frozen dataclass still has an instance __dict__
     def slice_features(self) -> tuple[str, ...]:
         return tuple(name.strip() for name in self.slices.split(",") if name.strip())
 

@@ -61,19 +61,20 @@ class CountWindow:
     def describe(self) -> dict[str, float | int]:
         return {"seconds": self._seconds} if self._seconds is not None else {"rows": self._rows or 0}
 
-    def add(self, counts: np.ndarray, indices: np.ndarray) -> None:
-        """Add one request: `counts` is the bincount of `indices` (n rows × bins-per-row flat indices)."""
+    def stamp(self) -> int:
+        """Which time slot rows arriving now belong to (always 0 for a rows window): rows held back before they
+        are added keep the stamp of their arrival."""
+        return int(self._clock() // self._width) if self._seconds is not None else 0
+
+    def add(self, counts: np.ndarray, indices: np.ndarray, stamp: int | None = None) -> None:
+        """Add rows: `counts` is the bincount of `indices` (n rows × bins-per-row flat indices); `stamp` is the
+        time slot they arrived in (now if None)."""
         if self._seconds is not None:
-            self._slots[self._current_slot()] += counts
+            slot = self._slot(self.stamp() if stamp is None else stamp)
+            if slot is not None:
+                self._slots[slot] += counts
             return
         self._add_rows(indices)
-
-    def add_one(self, indices: list[int]) -> None:
-        """Add one row: its flat bin indices (distinct)."""
-        if self._seconds is not None:
-            self._slots[self._current_slot(), indices] += 1
-            return
-        self._add_rows(np.array([indices], dtype=np.intp))
 
     def counts(self) -> np.ndarray:
         """Counts per bin inside the window now."""
@@ -83,11 +84,14 @@ class CountWindow:
             return np.asarray(self._slots[live].sum(axis=0))
         return self._counts.copy()
 
-    def _current_slot(self) -> int:
-        """The time slot for now, cleared first if it still holds an older epoch's counts."""
-        epoch = int(self._clock() // self._width)
+    def _slot(self, epoch: int) -> int | None:
+        """The slot holding `epoch`, cleared first if it still holds an older epoch's counts; None when a newer
+        epoch already took it (the rows are older than the window)."""
         slot = epoch % _SLOTS
-        if self._epochs[slot] != epoch:
+        held = int(self._epochs[slot])
+        if held > epoch:
+            return None
+        if held != epoch:
             self._slots[slot] = 0
             self._epochs[slot] = epoch
         return slot

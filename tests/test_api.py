@@ -80,8 +80,8 @@ class TestPredict:
         assert response.headers["traceparent"].startswith("00-0af7651916cd43dd8448eb211c80319c-")
         assert response.headers["traceparent"].endswith("-00")
         assert telemetry.spans.get_finished_spans() == ()
-        (access,) = [line for line in telemetry.console_lines() if '"event": "request"' in line]
-        assert '"trace_id": "0af7651916cd43dd8448eb211c80319c"' in access
+        (access,) = [entry for entry in map(json.loads, telemetry.console_lines()) if entry["event"] == "request"]
+        assert access["trace_id"] == "0af7651916cd43dd8448eb211c80319c"
 
     def test_stage_spans_with_model_attributes(
         self, client: FlaskClient, card: ModelCard, telemetry: InMemoryTelemetry

@@ -15,6 +15,7 @@ from benchmarks.configs import CONFIGS, GOALS
 from benchmarks.load import _parse
 from benchmarks.memory import checkpoints
 from benchmarks.report import evaluate, summarize
+from benchmarks.run import _groups
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -80,6 +81,27 @@ class TestSummary:
         assert summary["full"]["p99_ratio"] == pytest.approx(1.2)
         assert summary["bare"]["rps"] == 900
         assert summary["bare"]["rps_ratio"] is None
+
+    def test_ratios_pair_runs_of_the_same_group(self) -> None:
+        """`full` is measured in the overhead group and again beside the outages: each ratio uses its own group."""
+        runs = [
+            {**_run("bare", 1, rps=1000, cpu_us=1000, p99_ms=10), "group": "overhead"},
+            {**_run("full", 1, rps=700, cpu_us=1500, p99_ms=12), "group": "overhead"},
+            {**_run("full", 1, rps=350, cpu_us=3000, p99_ms=24), "group": "outage"},  # a slower machine by then
+            {**_run("outage-refused", 1, rps=350, cpu_us=3000, p99_ms=24), "group": "outage"},
+        ]
+        summary = summarize(runs)
+        assert summary["full"]["rps_ratio"] == pytest.approx(0.7)
+        assert summary["outage-refused"]["p99_ratio"] == pytest.approx(1.0)
+        assert summary["full"]["rounds"] == 2
+
+    def test_each_group_serves_the_references_its_ratios_need(self) -> None:
+        groups = {members[-1].group: [config.name for config in members] for members in _groups(list(CONFIGS))}
+        assert groups["overhead"] == ["bare", "full", "sampled", "monitoring-only"]
+        assert groups["outage"] == ["full", "outage-refused", "outage-blackhole", "outage-503"]
+        assert groups["batch"] == ["batch-bare", "batch-full"]
+        only = _groups([config for config in CONFIGS if config.name == "outage-503"])
+        assert [[config.name for config in members] for members in only] == [["full", "outage-503"]]
 
     def test_contended_runs_are_left_out_when_clean_ones_exist(self) -> None:
         slow = {**_run("full", 2, rps=100, cpu_us=9000, p99_ms=90), "contended": True}

@@ -5,7 +5,9 @@ from __future__ import annotations
 import io
 import json
 import logging
+import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -139,3 +141,57 @@ class TestQueueFastPath:
         monkeypatch.setattr(logs, "_batch_queue", lambda processor: None)
         records, _, _ = _log_in_span(_provider(batch=True), _access)
         assert [r.log_record.body for r in records] == ["request"]
+
+
+class TestConsoleLines:
+    """JSON lines on the console: queued and written in batches, except WARNING and above, always in order."""
+
+    def test_info_lines_are_written_in_batches(self) -> None:
+        console = io.StringIO()
+        configure_logging(None, stream=console, flush_interval=3600)  # the writer thread never gets to it
+        log = structlog.get_logger("service")
+        log.info("first", n=1)
+        log.debug("filtered")  # below INFO: never rendered
+        log.info("second", n=2)
+        assert console.getvalue() == ""
+        logs.flush_logs()
+        assert [json.loads(line)["event"] for line in console.getvalue().splitlines()] == ["first", "second"]
+
+    def test_the_writer_thread_writes_them_within_the_interval(self) -> None:
+        console = io.StringIO()
+        configure_logging(None, stream=console, flush_interval=0.02)
+        structlog.get_logger("service").info("queued")
+        deadline = time.monotonic() + 5
+        while "queued" not in console.getvalue() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert json.loads(console.getvalue())["event"] == "queued"
+
+    def test_a_warning_is_written_at_once_after_the_lines_before_it(self) -> None:
+        console = io.StringIO()
+        configure_logging(None, stream=console, flush_interval=3600)
+        log = structlog.get_logger("service")
+        log.info("before")
+        logging.getLogger("gunicorn.error").info("a library's line")
+        log.warning("slow backend", seconds=2.5)
+        events = [json.loads(line)["event"] for line in console.getvalue().splitlines()]
+        assert events == ["before", "a library's line", "slow backend"]
+
+    def test_without_an_interval_each_line_is_written_at_once(self) -> None:
+        console = io.StringIO()
+        configure_logging(None, stream=console)
+        structlog.get_logger("service").info("now")
+        assert json.loads(console.getvalue())["event"] == "now"
+
+    def test_values_json_cannot_take_natively_still_render(self) -> None:
+        console = io.StringIO()
+        configure_logging(None, stream=console)
+        structlog.get_logger("service").info(
+            "odd values", big=2**70, keys={1: "a"}, path=Path("/tmp/x"), ratio=0.1, text='é\n"q"'
+        )
+        line = json.loads(console.getvalue())
+        assert line["big"] == 2**70
+        assert line["keys"] == {"1": "a"}
+        assert line["path"] == "PosixPath('/tmp/x')"  # structlog's fallback: repr
+        assert line["ratio"] == 0.1
+        assert line["text"] == 'é\n"q"'
+        assert console.getvalue().count("\n") == 1  # one line

@@ -10,7 +10,7 @@ import shutil
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -114,14 +114,21 @@ class Stack:
     base: str
     started: float
 
-    def access_lines(self) -> list[dict[str, Any]]:
-        lines = []
-        for line in self.service.stdout_lines():
-            if line.startswith("{"):
-                entry = json.loads(line)
-                if entry.get("event") == "request":
-                    lines.append(entry)
-        return lines
+    def access_lines(
+        self, enough: Callable[[list[dict[str, Any]]], bool], timeout: float = 10.0
+    ) -> list[dict[str, Any]]:
+        """The access-log lines on stdout, once `enough` holds (INFO lines reach stdout in batches, every 50 ms)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            lines = []
+            for line in self.service.stdout_lines():
+                if line.startswith("{"):
+                    entry = json.loads(line)
+                    if entry.get("event") == "request":
+                        lines.append(entry)
+            if enough(lines) or time.monotonic() > deadline:
+                return lines
+            time.sleep(0.05)
 
 
 @pytest.fixture(scope="module")
@@ -171,9 +178,9 @@ class TestPrometheusScrapesTheService:
     def test_average_latency_and_p95(self, stack: Stack) -> None:
         selector = '{http_route="/predict",http_response_status_code="200"}'
         stack.prometheus.wait_for(f"sum(http_server_request_duration_seconds_count{selector})")
-        durations = sorted(
-            e["duration_ms"] / 1000 for e in stack.access_lines() if e["status"] == 200 and e["route"] == "/predict"
-        )
+        predicted = len(stack.traffic.trace_ids)
+        lines = stack.access_lines(lambda lines: sum(e["route"] == "/predict" for e in lines) >= predicted)
+        durations = sorted(e["duration_ms"] / 1000 for e in lines if e["status"] == 200 and e["route"] == "/predict")
         assert len(durations) == len(stack.traffic.trace_ids)
         average = stack.prometheus.query(
             f"sum(rate(http_server_request_duration_seconds_sum{selector}[1m]))"
@@ -208,7 +215,8 @@ class TestPrometheusScrapesTheService:
         ours = trace_ids & set(stack.traffic.trace_ids)
         assert ours, f"no exemplar points at a request we sent: {trace_ids}"
         trace_id = sorted(ours)[0]
-        lines = [entry for entry in stack.access_lines() if entry.get("trace_id") == trace_id]
+        lines = stack.access_lines(lambda lines: any(entry.get("trace_id") == trace_id for entry in lines))
+        lines = [entry for entry in lines if entry.get("trace_id") == trace_id]
         assert len(lines) == 1 and lines[0]["route"] == "/predict"
 
 

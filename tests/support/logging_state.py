@@ -9,17 +9,23 @@ from collections.abc import Iterator
 
 import structlog
 
+from otel import logs
+
 __all__ = ["restored_logging"]
 
 
 @contextlib.contextmanager
 def restored_logging() -> Iterator[None]:
-    """The root logger's handlers and level, structlog's configuration and context variables, as they were."""
+    """The root logger's handlers and level, structlog's configuration and context variables, and where log lines
+    go (otel.logs' sink), as they were."""
     root = logging.getLogger()
     handlers, level = root.handlers[:], root.level
+    sink = logs._SINK
+    stream, bridge, interval = sink.stream, sink.bridge, sink.interval
     try:
         yield
     finally:
+        sink.reconfigure(stream, bridge, interval)  # writes what a test left queued to the test's stream
         root.handlers[:] = handlers
         root.setLevel(level)
         structlog.reset_defaults()
