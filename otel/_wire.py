@@ -116,7 +116,11 @@ def _attribute(field: int, key: str, value: Any) -> bytes:
 def _attributes(field: int, attributes: Mapping[str, Any] | None) -> bytes:
     if not attributes:
         return b""
-    return b"".join(_attribute(field, key, value) for key, value in attributes.items())
+    # The SDK's BoundedAttributes keeps a plain dict: iterating it directly skips the Mapping ABC's per-key
+    # __getitem__ calls (a third of a log record's encoding). Anything else is iterated as a mapping.
+    plain = getattr(attributes, "_dict", None)
+    items = plain.items() if isinstance(plain, dict) else attributes.items()
+    return b"".join([_attribute(field, key, value) for key, value in items])
 
 
 def _resource(resource: Resource) -> bytes:
@@ -139,9 +143,15 @@ def _scope(scope: InstrumentationScope | None) -> bytes:
 
 
 def _group(items: Sequence[Any], encode: Any) -> dict[Resource, dict[InstrumentationScope | None, list[bytes]]]:
+    """Encoded items by resource, then scope. A Resource hashes by serialising its attributes to JSON, so each
+    distinct resource object is matched (by equality, as the SDK's encoder groups) once, then by identity."""
     grouped: dict[Resource, dict[InstrumentationScope | None, list[bytes]]] = {}
+    by_identity: dict[int, dict[InstrumentationScope | None, list[bytes]]] = {}
     for item in items:
-        by_scope = grouped.setdefault(item.resource, {})
+        resource = item.resource
+        by_scope = by_identity.get(id(resource))
+        if by_scope is None:
+            by_scope = by_identity[id(resource)] = grouped.setdefault(resource, {})
         by_scope.setdefault(item.instrumentation_scope or None, []).append(encode(item))
     return grouped
 
@@ -230,14 +240,10 @@ def _log(readable: ReadableLogRecord) -> bytes:
     """LogRecord: time 1, severity_number 2, severity_text 3, body 5, attributes 6, dropped_attributes 7,
     flags 8, trace_id 9, span_id 10, observed_time 11, event_name 12."""
     record = readable.log_record
-    severity = getattr(record.severity_number, "value", 0) or 0
     parts = [
         _fixed64_field(1, record.timestamp or 0),
-        _varint_field(2, severity),
-        _string_field(3, record.severity_text or ""),
-    ]
-    parts += [
-        _bytes_field(5, _any_value(record.body)),  # present even when empty, as the SDK's encoder sends it
+        _severity(getattr(record.severity_number, "value", 0) or 0, record.severity_text or ""),
+        _body(record.body),
         _attributes(6, record.attributes),
         _varint_field(7, readable.dropped_attributes),
     ]
@@ -245,11 +251,40 @@ def _log(readable: ReadableLogRecord) -> bytes:
     if flags:
         parts.append(_key(8, 5) + _FIXED32.pack(flags))
     if record.trace_id:
-        parts.append(_bytes_field(9, record.trace_id.to_bytes(16, "big")))
+        parts.append(_TRACE_ID_TAG + record.trace_id.to_bytes(16, "big"))
     if record.span_id:
-        parts.append(_bytes_field(10, record.span_id.to_bytes(8, "big")))
-    parts += [_fixed64_field(11, record.observed_timestamp or 0), _string_field(12, record.event_name or "")]
+        parts.append(_SPAN_ID_TAG + record.span_id.to_bytes(8, "big"))
+    parts.append(_fixed64_field(11, record.observed_timestamp or 0))
+    if record.event_name:
+        parts.append(_string_field(12, record.event_name))
     return b"".join(parts)
+
+
+_TRACE_ID_TAG = _key(9, 2) + _varint(16)  # LogRecord.trace_id: 16 bytes
+_SPAN_ID_TAG = _key(10, 2) + _varint(8)  # LogRecord.span_id: 8 bytes
+_severities: dict[tuple[int, str], bytes] = {}
+_bodies: dict[str, bytes] = {}
+
+
+def _severity(number: int, text: str) -> bytes:
+    """severity_number and severity_text, encoded once per level."""
+    cached = _severities.get((number, text))
+    if cached is None:
+        cached = _severities[(number, text)] = _varint_field(2, number) + _string_field(3, text)
+    return cached
+
+
+def _body(body: Any) -> bytes:
+    """The body (present even when empty, as the SDK's encoder sends it); string bodies repeat (event names), so
+    each is encoded once."""
+    if type(body) is not str:
+        return _bytes_field(5, _any_value(body))
+    cached = _bodies.get(body)
+    if cached is None:
+        if len(_bodies) >= _CACHE_LIMIT:
+            _bodies.clear()
+        cached = _bodies[body] = _bytes_field(5, _any_value(body))
+    return cached
 
 
 def encode_spans(spans: Sequence[ReadableSpan]) -> bytes:

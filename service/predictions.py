@@ -365,7 +365,7 @@ class PredictionLog:
                 model_name=stored.model_name,
                 model_version=stored.model_version,
                 inputs=stored.inputs(index),
-                prediction=stored.predictions()[index],
+                prediction=stored.prediction(index),
                 shadow_prediction=stored.shadow(index),
                 slices=stored.slices(index),
                 actual=None if label is None else json.loads(label[0]),
@@ -415,7 +415,7 @@ class PredictionLog:
                                 prediction_id=pid,
                                 model_name=stored.model_name,
                                 model_version=stored.model_version,
-                                prediction=stored.predictions()[index],
+                                prediction=stored.prediction(index),
                                 actual=item.actual,
                                 delay_seconds=max(0.0, received_at - stored.created_at),
                                 slices=stored.slices(index),
@@ -639,11 +639,16 @@ class _StoredRequest:
         instances = self._decoded(0)["instances"]
         return dict(instances[index])
 
-    def predictions(self) -> list[Any]:
-        raw = self._raw[1]
-        if isinstance(raw, bytes):  # float64 values; NaN reads back as null, as the JSON encoding writes it
-            return [None if math.isnan(value) else value for value in np.frombuffer(raw, dtype="<f8").tolist()]
-        return list(self._decoded(1))
+    def prediction(self, index: int) -> Any:
+        """The prediction for row `index` (the column is decoded once, however many of its rows are asked for)."""
+        if 1 not in self._cache:
+            raw = self._raw[1]
+            if isinstance(raw, bytes):  # float64 values; NaN reads back as null, as the JSON encoding writes it
+                values = np.frombuffer(raw, dtype="<f8").tolist()
+                self._cache[1] = [None if math.isnan(value) else value for value in values]
+            else:
+                self._cache[1] = json.loads(raw)
+        return self._cache[1][index]
 
     def shadow(self, index: int) -> Any:
         shadow = self._decoded(2)
