@@ -75,6 +75,17 @@ class Served:
     server: ServerProcess
     sink: SinkProcess | None
     warm: LoadResult
+    sent: int = 0  # requests answered so far: the warm-up and every burst
+
+    def exported_per_request(self) -> dict[str, float]:
+        """Spans, metric points and log records the sink received per request sent, over the server's whole life
+        so far (a burst's own count misses what its last export batch delivers after it ends)."""
+        if self.sink is None or not self.sent:
+            return {}
+        stats = self.sink.stats()
+        return {
+            key.removesuffix("_items"): round(v / self.sent, 3) for key, v in stats.items() if key.endswith("_items")
+        }
 
 
 @contextlib.contextmanager
@@ -91,7 +102,8 @@ def serving(
         for config in configs:
             try:
                 server, sink = stack.enter_context(started(config, setup, setup.workdir / config.name))
-                served[config.name] = Served(config, server, sink, load(server, config, setup, warmup))
+                warm = load(server, config, setup, warmup)
+                served[config.name] = Served(config, server, sink, warm, sent=warm.requests)
             except Exception as error:
                 failed[config.name] = f"{type(error).__name__}: {error}"
         yield served, failed
@@ -102,6 +114,7 @@ def burst(served: Served, setup: Setup, *, round_: int, seconds: float) -> dict[
     server, sink = served.server, served.sink
     before = _Counters.read(server, sink)
     result = load(server, served.config, setup, seconds)
+    served.sent += result.requests
     after = _Counters.read(server, sink)
     rss = server.rss_kib()
     restarted = server.current_worker() != server.worker_pid

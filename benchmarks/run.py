@@ -39,6 +39,7 @@ __all__ = ["main", "prepare"]
 
 RESULTS = REPO / "benchmarks" / "results"
 _SKIPPABLE = ("micro", "memory", "outages", "batch")
+_SETTLE = 6.0  # seconds after a group's last burst before its sinks are read (the batch exporters' 5 s delay)
 _CONTENDED = 0.25  # share of a run's duration other processes may take on the server's core before it is redone
 
 
@@ -148,7 +149,7 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     git_at_start, machine = _git(), procstat.machine()
     setup = prepare(workdir, pin=not args.no_pin)
     configs = _selected(args)
-    results: dict[str, Any] = {"runs": [], "discarded": [], "micro": None, "memory": None}
+    results: dict[str, Any] = {"runs": [], "discarded": [], "micro": None, "memory": None, "exports": {}}
     placement = f"server CPUs {setup.server_cpus or 'any'}, client CPUs {setup.client_cpus or 'any'}"
     print(f"benchmark: {len(configs)} configurations × {args.rounds} rounds, {args.warmup:g} s warm-up + "
           f"{args.seconds:g} s each; {placement}")  # fmt: skip
@@ -176,6 +177,10 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
                         results["discarded"].append(record)  # kept in the JSON, left out of the medians
                     record["attempts"] = attempt
                     results["runs"].append(record)
+            time.sleep(0 if args.short else _SETTLE)  # the exporters' last batches (spans and logs go every 5 s)
+            for one in order:
+                if one.config.otlp == "ok" and setup.count_exports:
+                    results["exports"][one.config.name] = one.exported_per_request()
     if "memory" not in args.skip:
         memory_config = next(config for config in CONFIGS if config.name == "full")
         targets = checkpoints(args.memory_first, args.memory_requests, steps=args.memory_steps)
@@ -210,6 +215,9 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         },
     }
     results["summary"] = report.summarize(results["runs"])
+    for name, exported in results["exports"].items():  # whole-life counts beat the per-burst medians
+        if name in results["summary"] and exported:
+            results["summary"][name]["exported_per_request"] = exported
     results["goals"] = report.evaluate(results)
     return results
 
