@@ -27,7 +27,7 @@ import orjson
 import structlog
 from opentelemetry import trace
 from opentelemetry._logs import LogRecord, get_logger
-from opentelemetry.context import Context
+from opentelemetry.context import Context, get_current
 from opentelemetry.instrumentation.log_utils import std_to_otel
 from opentelemetry.instrumentation.logging.handler import LoggingHandler
 from opentelemetry.sdk._logs import LoggerProvider, LogRecordLimits, ReadableLogRecord
@@ -122,14 +122,11 @@ class OTelBridgeHandler(LoggingHandler):
         if scoped is None:
             logger = get_logger(name, logger_provider=self._provider)  # as the handler gets it
             scoped = self._scopes[name] = (logger.resource, logger.instrumentation_scope)  # type: ignore[attr-defined]
-        span_context = trace.get_current_span().get_span_context()
         now = time.time_ns()
         record = LogRecord(
             timestamp=now,
             observed_timestamp=now,
-            trace_id=span_context.trace_id,
-            span_id=span_context.span_id,
-            trace_flags=span_context.trace_flags,
+            context=get_current(),  # the record takes the active span's trace id, span id and flags from it
             severity_text=_SEVERITY_TEXT.get(level, level),
             severity_number=std_to_otel(levelno),
             body=str(event_dict.get("event", "")),
@@ -150,13 +147,15 @@ def _record(name: str, levelno: int, event_dict: Mapping[str, Any], created: flo
 def _attributes(event_dict: Mapping[str, Any]) -> dict[str, Any]:
     """The event's own keys (not the native fields, not LogRecord's attributes) as OTel attribute values."""
     return {
-        key: _attribute_value(value)
+        key: value if type(value) in _PRIMITIVES else _attribute_value(value)
         for key, value in event_dict.items()
-        if key not in _NATIVE_KEYS and key not in _RECORD_ATTRIBUTES
+        if key not in _SKIPPED_KEYS
     }
 
 
 _RECORD_ATTRIBUTES = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}
+_SKIPPED_KEYS = _NATIVE_KEYS | _RECORD_ATTRIBUTES
+_PRIMITIVES = frozenset({str, bool, int, float})
 
 
 def _attribute_value(value: Any) -> Any:
