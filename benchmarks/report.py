@@ -199,7 +199,8 @@ def results_section(results: dict[str, Any]) -> str:
         f"Measured {meta['finished_at']} on {machine['nproc']} × {machine['cpu_model']}, "
         f"{machine['memory_gib']} GiB, Linux {machine['kernel']}, Python {machine['python']}; "
         f"{_code(meta)}. "
-        f"{meta['rounds']} round(s) of {meta['seconds']:g} s per configuration after {meta['warmup']:g} s of warm-up, "
+        f"{meta['rounds']} round(s) of one {meta['seconds']:g} s burst per configuration, every server of a group "
+        f"serving throughout after {meta['warmup']:g} s of warm-up, "
         f"wrk -t{meta['threads']} -c{meta['connections']}, "
         + (
             f"server pinned to CPU {meta['server_cpus']}, wrk and the OTLP sink to CPU {meta['client_cpus']}. "
