@@ -102,8 +102,9 @@ def _micro(setup: Setup, *, short: bool, window_rows: int | None) -> dict[str, A
     return results
 
 
-def _groups(configs: list[Config]) -> list[list[Config]]:
-    """The configurations by report group (overhead, outage, batch), each with the references its ratios need."""
+def _groups(configs: list[Config]) -> list[tuple[str, list[Config]]]:
+    """The configurations by report group (overhead, outage, batch), each with the references its ratios need
+    (which may belong to another group: `full` is measured again beside the outages)."""
     by_name = {config.name: config for config in CONFIGS}
     groups: dict[str, list[Config]] = {}
     for config in configs:
@@ -112,7 +113,7 @@ def _groups(configs: list[Config]) -> list[list[Config]]:
         for config in list(members):
             if config.reference is not None and all(member.name != config.reference for member in members):
                 members.insert(0, by_name[config.reference])
-    return list(groups.values())
+    return list(groups.items())
 
 
 def _burst(served: Served, setup: Setup, group: str, round_: int, args: argparse.Namespace) -> dict[str, Any]:
@@ -156,8 +157,7 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     if "micro" not in args.skip:
         print("micro-benchmarks (in-process)…", flush=True)
         results["micro"] = _micro(setup, short=args.short, window_rows=args.window_rows)
-    for members in _groups(configs):
-        group = members[-1].group
+    for group, members in _groups(configs):
         names = ", ".join(config.name for config in members)
         print(f"{group}: starting and warming up {names}…", flush=True)
         with serving(members, setup, warmup=args.warmup) as (served, failed):

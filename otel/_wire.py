@@ -106,11 +106,17 @@ def _attribute(field: int, key: str, value: Any) -> bytes:
         cache_key = (field, key, kind, value)
         cached = _pairs.get(cache_key)
         if cached is None:
-            if len(_pairs) >= _CACHE_LIMIT:
-                _pairs.clear()
-            cached = _pairs[cache_key] = _bytes_field(field, _key_value(key, value))
+            cached = _remember(_pairs, cache_key, _bytes_field(field, _key_value(key, value)))
         return cached
     return _bytes_field(field, _key_value(key, value))
+
+
+def _remember(cache: dict[Any, bytes], key: Any, encoded: bytes) -> bytes:
+    """Store `encoded` in one of the encoding caches; a full cache starts over (bounded memory)."""
+    if len(cache) >= _CACHE_LIMIT:
+        cache.clear()
+    cache[key] = encoded
+    return encoded
 
 
 def _attributes(field: int, attributes: Mapping[str, Any] | None) -> bytes:
@@ -230,9 +236,7 @@ def _name(name: str) -> bytes:
     """Span names repeat (route templates, stage names): encode each once."""
     cached = _names.get(name)
     if cached is None:
-        if len(_names) >= _CACHE_LIMIT:
-            _names.clear()
-        cached = _names[name] = _string_field(5, name)
+        cached = _remember(_names, name, _string_field(5, name))
     return cached
 
 
@@ -270,7 +274,7 @@ def _severity(number: int, text: str) -> bytes:
     """severity_number and severity_text, encoded once per level."""
     cached = _severities.get((number, text))
     if cached is None:
-        cached = _severities[(number, text)] = _varint_field(2, number) + _string_field(3, text)
+        cached = _remember(_severities, (number, text), _varint_field(2, number) + _string_field(3, text))
     return cached
 
 
@@ -281,9 +285,7 @@ def _body(body: Any) -> bytes:
         return _bytes_field(5, _any_value(body))
     cached = _bodies.get(body)
     if cached is None:
-        if len(_bodies) >= _CACHE_LIMIT:
-            _bodies.clear()
-        cached = _bodies[body] = _bytes_field(5, _any_value(body))
+        cached = _remember(_bodies, body, _bytes_field(5, _any_value(body)))
     return cached
 
 

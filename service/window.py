@@ -66,11 +66,11 @@ class CountWindow:
         are added keep the stamp of their arrival."""
         return int(self._clock() // self._width) if self._seconds is not None else 0
 
-    def add(self, counts: np.ndarray, indices: np.ndarray, stamp: int | None = None) -> None:
+    def add(self, counts: np.ndarray, indices: np.ndarray, stamp: int) -> None:
         """Add rows: `counts` is the bincount of `indices` (n rows × bins-per-row flat indices); `stamp` is the
-        time slot they arrived in (now if None)."""
+        time slot they arrived in (`stamp()` when they did)."""
         if self._seconds is not None:
-            slot = self._slot(self.stamp() if stamp is None else stamp)
+            slot = self._slot(stamp)
             if slot is not None:
                 self._slots[slot] += counts
             return
