@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import io
 import json
 import logging
@@ -141,6 +142,56 @@ class TestQueueFastPath:
         monkeypatch.setattr(logs, "_batch_queue", lambda processor: None)
         records, _, _ = _log_in_span(_provider(batch=True), _access)
         assert [r.log_record.body for r in records] == ["request"]
+
+
+class TestAnnotate:
+    """The one processor in front of the renderer adds what structlog's stock processors would, and the console
+    line and the OTel record share one instant."""
+
+    def test_same_keys_and_values_as_the_stock_processors(self) -> None:
+        stock = [
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            logs.add_trace_context,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+        ]
+        tracer = setup_tracing(RESOURCE, None, sampler=ALWAYS_ON, batch=False).get_tracer("test")
+        structlog.contextvars.bind_contextvars(model_version="0123456789ab", rows=3)
+        named = structlog.get_logger("x").bind()._logger  # a logger with the name `_Annotate` reads
+        for method in ("info", "warn", "warning", "exception", "debug"):
+            with tracer.start_as_current_span("request"):
+                ours = logs._Annotate()(logs._Logger("otel.access"), method, {"event": "e", "status": 200})
+                theirs: Any = {"event": "e", "status": 200}
+                for processor in stock:
+                    theirs = processor(named, method, theirs)
+            theirs["logger"] = "otel.access"
+            assert list(ours) == list(theirs), method  # same keys, same order
+            assert {k: v for k, v in ours.items() if k != "timestamp"} == {
+                k: v for k, v in theirs.items() if k != "timestamp"
+            }
+            assert abs(_parse(ours["timestamp"]) - _parse(theirs["timestamp"])) < 1
+
+    @pytest.mark.parametrize("now", [1_795_000_000_123_456_789, 1_795_000_000_000_000_000, 1_795_000_001_000_001_000])
+    def test_timestamp_is_what_timestamper_writes_for_the_same_instant(
+        self, now: int, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        seconds, micros = divmod(now // 1000, 1_000_000)
+        instant = datetime.datetime.fromtimestamp(seconds, tz=datetime.UTC).replace(microsecond=micros)
+        monkeypatch.setattr(logs.time, "time_ns", lambda: now)
+        annotate = logs._Annotate()
+        stamped = annotate(logs._Logger("x"), "info", {"event": "e"})["timestamp"]
+        assert stamped == instant.isoformat().replace("+00:00", "Z")  # TimeStamper's own expression
+        assert annotate(logs._Logger("x"), "info", {"event": "e"})["timestamp"] == stamped  # the cached second
+
+    def test_the_otel_record_has_the_lines_instant(self) -> None:
+        (record,), (line,), _ = _log_in_span(_provider(batch=True), _access)
+        assert record.log_record.timestamp == record.log_record.observed_timestamp
+        stamped = datetime.datetime.fromisoformat(line["timestamp"].replace("Z", "+00:00"))
+        assert record.log_record.timestamp // 1000 == round(stamped.timestamp() * 1_000_000)
+
+
+def _parse(stamp: str) -> float:
+    return datetime.datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
 
 
 class TestConsoleLines:
