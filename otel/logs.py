@@ -77,11 +77,14 @@ def _batch_queue(processor: BatchLogRecordProcessor | None) -> Callable[[Readabl
 
 def add_trace_context(_logger: WrappedLogger, _method: str, event_dict: EventDict) -> EventDict:
     """structlog processor: add the active span's `trace_id` and `span_id` (hex), if there is one."""
-    context = trace.get_current_span().get_span_context()
-    if context.is_valid:
-        event_dict["trace_id"] = format(context.trace_id, "032x")
-        event_dict["span_id"] = format(context.span_id, "016x")
+    _add_ids(event_dict, trace.get_current_span().get_span_context())
     return event_dict
+
+
+def _add_ids(event_dict: EventDict, span_context: trace.SpanContext) -> None:
+    if span_context.is_valid:
+        event_dict["trace_id"] = format(span_context.trace_id, "032x")
+        event_dict["span_id"] = format(span_context.span_id, "016x")
 
 
 class OTelBridgeHandler(LoggingHandler):
@@ -322,10 +325,7 @@ class _Annotate:
         structlog.contextvars.merge_contextvars(logger, method_name, event_dict)
         event_dict["level"] = _METHOD_LEVELS.get(method_name, method_name)
         context = get_current()
-        span_context = trace.get_current_span(context).get_span_context()
-        if span_context.is_valid:
-            event_dict["trace_id"] = format(span_context.trace_id, "032x")
-            event_dict["span_id"] = format(span_context.span_id, "016x")
+        _add_ids(event_dict, trace.get_current_span(context).get_span_context())
         now = time.time_ns()
         event_dict["timestamp"] = self._iso(now)
         name = event_dict["logger"] = getattr(logger, "name", "")
