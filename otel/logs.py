@@ -143,7 +143,9 @@ class OTelBridgeHandler(LoggingHandler):
         record = LogRecord(
             timestamp=now,
             observed_timestamp=now,
-            context=context or get_current(),  # the record takes the active span's trace id, span id and flags
+            # The record takes the active span's trace id, span id and flags from the context. (An empty Context is
+            # falsy: test for None, or a line logged outside any span would read the current context twice.)
+            context=context if context is not None else get_current(),
             severity_text=_SEVERITY_TEXT.get(level, level),
             severity_number=std_to_otel(levelno),
             body=str(event_dict.get("event", "")),
