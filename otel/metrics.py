@@ -1,15 +1,41 @@
-"""Metrics: a MeterProvider with second-based histogram buckets and exemplars from sampled spans."""
+"""Metrics: a MeterProvider with in-process histograms, second-based buckets and exemplars from sampled spans."""
 
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from collections.abc import Callable, Sequence
+from typing import Any
 
-from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.metrics import (
+    CallbackT,
+    Counter,
+    Histogram,
+    NoOpMeter,
+    ObservableCounter,
+    ObservableGauge,
+    ObservableUpDownCounter,
+    UpDownCounter,
+)
+from opentelemetry.metrics import Meter as APIMeter
+from opentelemetry.metrics import (
+    _Gauge as Gauge,
+)
+from opentelemetry.sdk.environment_variables import OTEL_METRICS_EXEMPLAR_FILTER
+from opentelemetry.sdk.metrics import (
+    AlwaysOffExemplarFilter,
+    AlwaysOnExemplarFilter,
+    ExemplarFilter,
+    MeterProvider,
+    TraceBasedExemplarFilter,
+)
 from opentelemetry.sdk.metrics.export import MetricExporter, MetricReader, MetricsData
-from opentelemetry.sdk.metrics.view import View
 from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.util.instrumentation import InstrumentationScope
+from opentelemetry.util.types import Attributes
+
+from otel.histograms import HistogramProducer
 
 __all__ = ["SECONDS_BUCKETS", "MetricPusher", "setup_metrics"]
 
@@ -23,16 +49,102 @@ SECONDS_BUCKETS: tuple[float, ...] = (
 )  # fmt: skip
 
 
-def setup_metrics(resource: Resource, readers: Sequence[MetricReader], views: Sequence[View] = ()) -> MeterProvider:
-    """Return a MeterProvider feeding `readers`.
+def setup_metrics(resource: Resource, readers: Sequence[MetricReader]) -> MeterProvider:
+    """Return a MeterProvider feeding `readers`, whose histograms are aggregated in process (`otel.histograms`).
 
     Histograms get their buckets from the instrument's advisory boundaries: latency instruments pass
-    `SECONDS_BUCKETS`, others (label delays in hours, batch sizes) their own. `views` can override them.
-    Exemplars follow `OTEL_METRICS_EXEMPLAR_FILTER` (default `trace_based`: a measurement taken inside a sampled
-    span keeps that span's trace and span id), which is what links a latency bucket to a trace.
-    Every reader processes every measurement, so keep the number of readers small.
+    `SECONDS_BUCKETS`, others (label delays in hours, batch sizes) their own. Exemplars follow
+    `OTEL_METRICS_EXEMPLAR_FILTER` (default `trace_based`: a measurement taken inside a sampled span keeps that
+    span's trace and span id), which is what links a latency bucket to a trace.
+    Every reader processes every measurement of the SDK's instruments, so keep the number of readers small: one
+    `OpenMetricsReader`, whose collections `MetricPusher` also pushes. Each reader must take producers
+    (`add_producer`), or it would never see the histograms.
     """
-    return MeterProvider(resource=resource, metric_readers=list(readers), views=list(views))
+    exemplar_filter = _exemplar_filter(os.environ.get(OTEL_METRICS_EXEMPLAR_FILTER, "trace_based"))
+    histograms = HistogramProducer(resource, exemplar_filter)
+    for reader in readers:
+        add_producer = getattr(reader, "add_producer", None)
+        if add_producer is None:
+            raise TypeError(f"{type(reader).__name__} cannot collect in-process histograms; use OpenMetricsReader")
+        add_producer(histograms.produce)
+    return _MeterProvider(histograms, resource=resource, metric_readers=list(readers), exemplar_filter=exemplar_filter)
+
+
+class _MeterProvider(MeterProvider):
+    """The SDK's MeterProvider, except that its meters hand out in-process histograms."""
+
+    def __init__(self, histograms: HistogramProducer, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._histograms = histograms
+        self._wrapped: dict[InstrumentationScope, _Meter] = {}
+        self._wrapped_lock = threading.Lock()
+
+    def get_meter(
+        self, name: str, version: str | None = None, schema_url: str | None = None, attributes: Attributes = None
+    ) -> APIMeter:
+        meter = super().get_meter(name, version, schema_url, attributes)
+        if isinstance(meter, NoOpMeter):  # disabled, shut down, or no name: the SDK has said why
+            return meter
+        scope = InstrumentationScope(name, version, schema_url, attributes)
+        with self._wrapped_lock:
+            wrapped = self._wrapped.get(scope)
+            if wrapped is None:
+                wrapped = self._wrapped[scope] = _Meter(meter, scope, self._histograms)
+            return wrapped
+
+
+class _Meter(APIMeter):
+    """The SDK's Meter for every instrument but histograms."""
+
+    def __init__(self, meter: APIMeter, scope: InstrumentationScope, histograms: HistogramProducer) -> None:
+        super().__init__(scope.name, scope.version, scope.schema_url)
+        self._meter, self._scope, self._histograms = meter, scope, histograms
+
+    def create_histogram(
+        self,
+        name: str,
+        unit: str = "",
+        description: str = "",
+        *,
+        explicit_bucket_boundaries_advisory: Sequence[float] | None = None,
+    ) -> Histogram:
+        return self._histograms.create_histogram(
+            self._scope, name, unit, description, explicit_bucket_boundaries_advisory
+        )
+
+    def create_counter(self, name: str, unit: str = "", description: str = "") -> Counter:
+        return self._meter.create_counter(name, unit, description)
+
+    def create_up_down_counter(self, name: str, unit: str = "", description: str = "") -> UpDownCounter:
+        return self._meter.create_up_down_counter(name, unit, description)
+
+    def create_gauge(self, name: str, unit: str = "", description: str = "") -> Gauge:
+        return self._meter.create_gauge(name, unit, description)
+
+    def create_observable_counter(
+        self, name: str, callbacks: Sequence[CallbackT] | None = None, unit: str = "", description: str = ""
+    ) -> ObservableCounter:
+        return self._meter.create_observable_counter(name, callbacks, unit, description)
+
+    def create_observable_up_down_counter(
+        self, name: str, callbacks: Sequence[CallbackT] | None = None, unit: str = "", description: str = ""
+    ) -> ObservableUpDownCounter:
+        return self._meter.create_observable_up_down_counter(name, callbacks, unit, description)
+
+    def create_observable_gauge(
+        self, name: str, callbacks: Sequence[CallbackT] | None = None, unit: str = "", description: str = ""
+    ) -> ObservableGauge:
+        return self._meter.create_observable_gauge(name, callbacks, unit, description)
+
+
+def _exemplar_filter(name: str) -> ExemplarFilter:
+    """The filter `OTEL_METRICS_EXEMPLAR_FILTER` names, as the SDK reads it (an unknown name is an error there too)."""
+    filters = {"trace_based": TraceBasedExemplarFilter, "always_on": AlwaysOnExemplarFilter}
+    if name == "always_off":
+        return AlwaysOffExemplarFilter()
+    if name not in filters:
+        raise ValueError(f"OTEL_METRICS_EXEMPLAR_FILTER={name!r}: use trace_based, always_on or always_off")
+    return filters[name]()
 
 
 class MetricPusher:

@@ -13,7 +13,7 @@ import logging
 import math
 import threading
 from bisect import bisect_left
-from collections.abc import Hashable, Iterable, Sequence
+from collections.abc import Callable, Hashable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -47,6 +47,7 @@ from otel._naming import (
     prometheus_name,
     prometheus_unit,
 )
+from otel.histograms import merge
 
 __all__ = ["CONTENT_TYPE_OPENMETRICS", "CONTENT_TYPE_TEXT", "OpenMetricsReader", "prometheus_name"]
 
@@ -77,6 +78,12 @@ class OpenMetricsReader(MetricReader):
         self._closed = False
         self._reported: set[str] = set()  # family names whose conflicts were logged once already
         self._exemplars = _ExemplarMemory()
+        self._producers: list[Callable[[], MetricsData | None]] = []
+
+    def add_producer(self, produce: Callable[[], MetricsData | None]) -> None:
+        """Add data the SDK does not aggregate (`otel.histograms`) to every collection of this reader."""
+        with self._lock:
+            self._producers.append(produce)
 
     def render(self, accept: str | None = None) -> tuple[bytes, str]:
         """Collect now and return (body, content_type). OpenMetrics 1.0.0 text when `accept` asks for
@@ -95,6 +102,8 @@ class OpenMetricsReader(MetricReader):
             self._received = None
             self.collect()
             data, self._received = self._received, None
+            for produce in self._producers:
+                data = merge(data, produce())
             return None if data is None else self._exemplars.keep(data)
 
     def _receive_metrics(self, metrics_data: MetricsData, timeout_millis: float = 10_000, **kwargs: Any) -> None:

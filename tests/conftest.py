@@ -12,7 +12,7 @@ import structlog
 from flask import Flask
 from flask.testing import FlaskClient
 from opentelemetry.sdk._logs.export import InMemoryLogRecordExporter
-from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+from opentelemetry.sdk.metrics.export import MetricsData
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from otel.logs import configure_logging, setup_logs
@@ -45,13 +45,23 @@ def classification_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 # --- telemetry ------------------------------------------------------------------------------------------------
+class CollectedMetrics:
+    """What the service's one reader collects, the SDK's instruments and the in-process histograms together."""
+
+    def __init__(self, reader: OpenMetricsReader) -> None:
+        self._reader = reader
+
+    def get_metrics_data(self) -> MetricsData | None:
+        return self._reader.collect_data()
+
+
 @dataclass
 class InMemoryTelemetry:
     """A Telemetry whose exporters keep everything in memory, plus the captured JSON console lines."""
 
     telemetry: Telemetry
     spans: InMemorySpanExporter
-    metrics: InMemoryMetricReader
+    metrics: CollectedMetrics
     logs: InMemoryLogRecordExporter
     console: io.StringIO
 
@@ -64,13 +74,12 @@ def telemetry() -> Iterator[InMemoryTelemetry]:
     """Providers with in-memory exporters; logging configured to them for the test and reset afterwards."""
     resource = build_resource(service_name="modellens-test", service_version="0.0.0", instance_id="test-instance")
     spans = InMemorySpanExporter()
-    metrics = InMemoryMetricReader()
     logs = InMemoryLogRecordExporter()
     openmetrics = OpenMetricsReader()
     bundle = Telemetry(
         resource=resource,
         tracer_provider=setup_tracing(resource, spans, batch=False),
-        meter_provider=setup_metrics(resource, [openmetrics, metrics]),
+        meter_provider=setup_metrics(resource, [openmetrics]),
         logger_provider=setup_logs(resource, logs, batch=False),
         metrics_reader=openmetrics,
     )
@@ -79,7 +88,7 @@ def telemetry() -> Iterator[InMemoryTelemetry]:
         configure_logging(bundle.logger_provider, stream=console)
         structlog.contextvars.clear_contextvars()
         try:
-            yield InMemoryTelemetry(bundle, spans, metrics, logs, console)
+            yield InMemoryTelemetry(bundle, spans, CollectedMetrics(openmetrics), logs, console)
         finally:
             bundle.shutdown()
 
