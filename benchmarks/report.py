@@ -76,8 +76,24 @@ def summarize(runs: Sequence[dict[str, Any]]) -> dict[str, dict[str, Any]]:
             "rps_ratio": _median(_ratio(run["rps"], ref["rps"]) for run, ref in pairs),
             "cpu_ratio": _median(_ratio(run["cpu_per_request_us"], ref["cpu_per_request_us"]) for run, ref in pairs),
             "p99_ratio": _median(_ratio(run["latency_ms"]["99"], ref["latency_ms"]["99"]) for run, ref in pairs),
+            "instances": _per_instance(pairs),
         }
     return summary
+
+
+def _per_instance(pairs: Sequence[tuple[dict[str, Any], dict[str, Any]]]) -> dict[str, dict[str, Any]]:
+    """The same-round ratios again, for each start of the servers: how far one process's luck moves them."""
+    instances: dict[str, list[tuple[dict[str, Any], dict[str, Any]]]] = defaultdict(list)
+    for run, ref in pairs:
+        instances[str(run.get("instance", 1))].append((run, ref))
+    return {
+        instance: {
+            "ratio_rounds": len(own),
+            "rps_ratio": _median(_ratio(run["rps"], ref["rps"]) for run, ref in own),
+            "cpu_ratio": _median(_ratio(run["cpu_per_request_us"], ref["cpu_per_request_us"]) for run, ref in own),
+        }
+        for instance, own in sorted(instances.items())
+    }
 
 
 def _clean_if_any(items: list[Any]) -> list[Any]:
@@ -200,8 +216,13 @@ def results_section(results: dict[str, Any]) -> str:
         f"{machine['memory_gib']} GiB, Linux {machine['kernel']}, Python {machine['python']}; "
         f"{_code(meta)}. "
         f"{meta['rounds']} round(s) of one {meta['seconds']:g} s burst per configuration, every server of a group "
-        f"serving throughout after {meta['warmup']:g} s of warm-up, "
-        f"wrk -t{meta['threads']} -c{meta['connections']}, "
+        f"serving throughout after {meta['warmup']:g} s of warm-up"
+        + (
+            f" (servers started {meta['instances']} times, rounds shared out), "
+            if meta.get("instances", 1) > 1
+            else ", "
+        )
+        + f"wrk -t{meta['threads']} -c{meta['connections']}, "
         + (
             f"server pinned to CPU {meta['server_cpus']}, wrk and the OTLP sink to CPU {meta['client_cpus']}. "
             if meta["server_cpus"]
@@ -235,6 +256,7 @@ def results_section(results: dict[str, Any]) -> str:
           _num(entry["stdout_bytes_per_request"])]
          for name, entry in summary.items() if _BY_NAME[name].group != "batch"),
     )  # fmt: skip
+    lines += _instances_section(summary)
     batch = {name: entry for name, entry in summary.items() if _BY_NAME[name].group == "batch"}
     if batch:
         lines += ["", "### Batch path (1000-row requests)", ""]
@@ -249,6 +271,32 @@ def results_section(results: dict[str, Any]) -> str:
     lines += _micro_section(results.get("micro"))
     lines += _memory_section(results.get("memory"))
     return "\n".join(lines) + "\n"
+
+
+def _instances_text(meta: dict[str, Any]) -> str:
+    instances = meta.get("instances", 1)
+    return f" (servers started {instances} times, rounds shared out), " if instances > 1 else ", "
+
+
+def _instances_section(summary: dict[str, dict[str, Any]]) -> list[str]:
+    """The ratios of each server start, when the servers were started more than once."""
+    rows = [
+        [name, instance, str(entry["ratio_rounds"]), _times(entry["rps_ratio"]), _times(entry["cpu_ratio"])]
+        for name, summary_entry in summary.items()
+        if len(summary_entry.get("instances", {})) > 1
+        for instance, entry in summary_entry["instances"].items()
+    ]
+    if not rows:
+        return []
+    lines = [
+        "",
+        "### Per server instance (each group's servers started afresh for each share of the rounds)",
+        "",
+        "A process's hash seed, memory layout and the machine's state at its start move its ratios as a whole; the "
+        "medians above pool the instances.",
+        "",
+    ]
+    return lines + _table(["config", "instance", "rounds", "× ref", "CPU × ref"], rows)
 
 
 def _micro_section(micro: dict[str, Any] | None) -> list[str]:

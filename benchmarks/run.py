@@ -6,8 +6,10 @@ Trains a diabetes model into a temp dir, writes request bodies from its training
 micro-benchmarks, then, group by group (overhead, outages, batch), starts every configuration of the group under
 gunicorn at once, warms each up and runs `--rounds` rounds of short wrk bursts, one per configuration (the order
 rotates each round: A B C, B C A, …), so the runs compared in a ratio are seconds apart and machine drift shows
-instead of biasing one configuration; then the memory run. Writes the raw runs, medians, ratios and goal checks
-as JSON, and the same as Markdown beside it. `--short` proves the harness works in seconds; its timings mean nothing.
+instead of biasing one configuration. The servers are started `--instances` times, each start running its share of
+the rounds, so one process's luck (hash seed, memory layout) does not decide a ratio; then the memory run. Writes
+the raw runs, medians, ratios and goal checks as JSON, and the same as Markdown beside it. `--short` proves the
+harness works in seconds; its timings mean nothing.
 """
 
 from __future__ import annotations
@@ -133,6 +135,33 @@ def _burst(served: Served, setup: Setup, group: str, round_: int, args: argparse
     return record
 
 
+def _rounds_of(instance: int, rounds: int, instances: int) -> list[int]:
+    """The rounds (1-based) that server instance `instance` of `instances` runs: consecutive, shared out evenly."""
+    return [r for r in range(1, rounds + 1) if (r - 1) * instances // rounds + 1 == instance]
+
+
+def _measured(
+    one: Served, setup: Setup, group: str, round_: int, instance: int, args: argparse.Namespace, results: dict[str, Any]
+) -> dict[str, Any]:
+    """One burst of `one`, redone up to `--retries` times while other processes crowd the server's core."""
+    for attempt in range(1, args.retries + 2):
+        print(f"round {round_}/{args.rounds} {one.config.name:<17}", end=" ", flush=True)
+        record = _burst(one, setup, group, round_, args)
+        record["instance"] = instance
+        print(_line(record), flush=True)
+        if not record.get("contended") or attempt > args.retries:
+            break
+        results["discarded"].append(record)  # kept in the JSON, left out of the medians
+    record["attempts"] = attempt
+    return record
+
+
+def _mean_per_key(dicts: Sequence[dict[str, float]]) -> dict[str, float]:
+    """Per key, the mean of the values the dicts have for it (server instances of one configuration)."""
+    keys = {key for values in dicts for key in values}
+    return {key: sum(d[key] for d in dicts if key in d) / sum(1 for d in dicts if key in d) for key in sorted(keys)}
+
+
 def _line(record: dict[str, Any]) -> str:
     if "error" in record:
         return f"FAILED: {record['error']}"
@@ -158,29 +187,27 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         print("micro-benchmarks (in-process)…", flush=True)
         results["micro"] = _micro(setup, short=args.short, window_rows=args.window_rows)
     for group, members in _groups(configs):
-        names = ", ".join(config.name for config in members)
-        print(f"{group}: starting and warming up {names}…", flush=True)
-        with serving(members, setup, warmup=args.warmup) as (served, failed):
-            for name, error in failed.items():
-                print(f"{name}: FAILED to start: {error}", flush=True)
-                results["runs"].append({"config": name, "group": group, "round": 1, "error": error})
-            order = [served[config.name] for config in members if config.name in served]
-            for round_ in range(1, args.rounds + 1):
-                shift = (round_ - 1) % max(len(order), 1)
-                for one in order[shift:] + order[:shift]:
-                    for attempt in range(1, args.retries + 2):
-                        print(f"round {round_}/{args.rounds} {one.config.name:<17}", end=" ", flush=True)
-                        record = _burst(one, setup, group, round_, args)
-                        print(_line(record), flush=True)
-                        if not record.get("contended") or attempt > args.retries:
-                            break
-                        results["discarded"].append(record)  # kept in the JSON, left out of the medians
-                    record["attempts"] = attempt
-                    results["runs"].append(record)
-            time.sleep(0 if args.short else _SETTLE)  # the exporters' last batches (spans and logs go every 5 s)
-            for one in order:
-                if one.config.otlp == "ok" and setup.count_exports:
-                    results["exports"][one.config.name] = one.exported_per_request()
+        exports: dict[str, list[dict[str, float]]] = {}
+        for instance in range(1, args.instances + 1):
+            names = ", ".join(config.name for config in members)
+            which = f" (server instance {instance}/{args.instances})" if args.instances > 1 else ""
+            print(f"{group}: starting and warming up {names}{which}…", flush=True)
+            rounds = _rounds_of(instance, args.rounds, args.instances)
+            with serving(members, setup, warmup=args.warmup) as (served, failed):
+                for name, error in failed.items():
+                    print(f"{name}: FAILED to start: {error}", flush=True)
+                    results["runs"].append({"config": name, "group": group, "round": rounds[0], "error": error})
+                order = [served[config.name] for config in members if config.name in served]
+                for round_ in rounds:
+                    shift = (round_ - 1) % max(len(order), 1)
+                    for one in order[shift:] + order[:shift]:
+                        results["runs"].append(_measured(one, setup, group, round_, instance, args, results))
+                time.sleep(0 if args.short else _SETTLE)  # the exporters' last batches (spans and logs: every 5 s)
+                for one in order:
+                    if one.config.otlp == "ok" and setup.count_exports:
+                        exports.setdefault(one.config.name, []).append(one.exported_per_request())
+        for name, per_instance in exports.items():
+            results["exports"][name] = _mean_per_key(per_instance)
     if "memory" not in args.skip:
         memory_config = next(config for config in CONFIGS if config.name == "full")
         targets = checkpoints(args.memory_first, args.memory_requests, steps=args.memory_steps)
@@ -194,6 +221,7 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         "short": args.short,
         "retries": args.retries,
         "rounds": args.rounds,
+        "instances": args.instances,
         "warmup": args.warmup,
         "seconds": args.seconds,
         "threads": setup.threads,
@@ -227,6 +255,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--short", action="store_true", help="CI smoke: 1 round of 1 s, tiny memory run")
     parser.add_argument("--out", type=Path, help="results JSON (Markdown beside it); default benchmarks/results/")
     parser.add_argument("--rounds", type=int, help="rounds of all configurations (default 10; 1 with --short)")
+    parser.add_argument(
+        "--instances", type=int, help="start each group's servers this often, rounds shared out (default 2; 1 short)"
+    )
     parser.add_argument("--seconds", type=float, help="measured seconds per run (default 6; 1 with --short)")
     parser.add_argument("--warmup", type=float, help="warm-up seconds per server (default 5; 1 with --short)")
     parser.add_argument("--configs", help="comma-separated configurations to run (default: all)")
@@ -256,6 +287,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     short = args.short
     args.rounds = args.rounds or (1 if short else 10)
+    args.instances = max(1, min(args.instances or (1 if short else 2), args.rounds))
     args.seconds = args.seconds or (1.0 if short else 6.0)
     args.warmup = args.warmup or (1.0 if short else 5.0)
     args.memory_requests = args.memory_requests or (2_000 if short else 1_000_000)

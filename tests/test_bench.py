@@ -15,7 +15,7 @@ from benchmarks.configs import CONFIGS, GOALS
 from benchmarks.load import _parse
 from benchmarks.memory import checkpoints
 from benchmarks.report import evaluate, summarize
-from benchmarks.run import _groups
+from benchmarks.run import _groups, _rounds_of
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -116,6 +116,26 @@ class TestSummary:
         assert only_contended["full"]["rps"] == 100
         assert only_contended["full"]["contended_runs_used"] == 1
 
+    def test_ratios_per_server_instance(self) -> None:
+        """The pooled median hides how far one start of the servers moved the ratios: they are shown apart."""
+        runs = [
+            {**_run("bare", 1, rps=1000, cpu_us=1000, p99_ms=10), "instance": 1},
+            {**_run("full", 1, rps=900, cpu_us=1100, p99_ms=10), "instance": 1},
+            {**_run("bare", 2, rps=1000, cpu_us=1000, p99_ms=10), "instance": 2},
+            {**_run("full", 2, rps=800, cpu_us=1300, p99_ms=10), "instance": 2},
+            {**_run("bare", 3, rps=1000, cpu_us=1000, p99_ms=10), "instance": 2},
+            {**_run("full", 3, rps=700, cpu_us=1200, p99_ms=10), "instance": 2},
+        ]
+        instances = summarize(runs)["full"]["instances"]
+        assert instances["1"] == {"ratio_rounds": 1, "rps_ratio": pytest.approx(0.9), "cpu_ratio": pytest.approx(1.1)}
+        assert instances["2"] == {"ratio_rounds": 2, "rps_ratio": pytest.approx(0.75), "cpu_ratio": pytest.approx(1.25)}
+
+    @pytest.mark.parametrize(("rounds", "instances"), [(10, 2), (10, 3), (1, 1), (7, 7), (5, 1)])
+    def test_rounds_are_shared_out_among_server_instances(self, rounds: int, instances: int) -> None:
+        shares = [_rounds_of(instance, rounds, instances) for instance in range(1, instances + 1)]
+        assert [r for share in shares for r in share] == list(range(1, rounds + 1))
+        assert max(map(len, shares)) - min(map(len, shares)) <= 1
+
     def test_failed_runs_are_left_out(self) -> None:
         runs = [_run("bare", 1, 1000, 1000, 10), {"config": "full", "round": 1, "error": "RuntimeError: boom"}]
         assert set(summarize(runs)) == {"bare"}
@@ -145,7 +165,7 @@ def short_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     assert shutil.which("wrk"), "wrk is not installed: run `make system-deps`"
     out = tmp_path_factory.mktemp("bench") / "short.json"
     completed = subprocess.run(
-        [sys.executable, "-m", "benchmarks.run", "--short", "--out", str(out)],
+        [sys.executable, "-m", "benchmarks.run", "--short", "--rounds", "2", "--instances", "2", "--out", str(out)],
         cwd=REPO, capture_output=True, text=True, timeout=900, check=False,
     )  # fmt: skip
     assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
@@ -156,8 +176,9 @@ def short_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
 
 @pytest.mark.slow
 class TestShortRun:
-    """`python -m benchmarks.run --short` runs every configuration, the micro and memory benchmarks, and writes
-    a well-formed JSON and Markdown report with positive numbers (the times themselves are not checked)."""
+    """`python -m benchmarks.run --short` (two rounds, the servers started afresh for the second) runs every
+    configuration, the micro and memory benchmarks, and writes a well-formed JSON and Markdown report with positive
+    numbers (the times themselves are not checked)."""
 
     def test_every_configuration_ran_without_errors(self, short_run: dict[str, Any]) -> None:
         runs = {run["config"]: run for run in short_run["runs"]}
@@ -165,6 +186,17 @@ class TestShortRun:
         for name, run in runs.items():
             assert "error" not in run, f"{name}: {run.get('error')}"
             assert sum(run["errors"].values()) == 0, f"{name}: {run['errors']}"
+
+    def test_servers_are_started_once_per_instance(self, short_run: dict[str, Any]) -> None:
+        """Two starts of the servers, one round each: every configuration ran once in each."""
+        ran = sorted((run["group"], run["config"], run["round"], run["instance"]) for run in short_run["runs"])
+        groups = _groups(list(CONFIGS))
+        assert ran == sorted(
+            (group, config.name, i, i) for group, members in groups for config in members for i in (1, 2)
+        )
+        assert short_run["meta"]["instances"] == 2
+        assert set(short_run["summary"]["sampled"]["instances"]) == {"1", "2"}
+        assert "### Per server instance" in short_run["_markdown"]
 
     def test_every_run_has_positive_numbers(self, short_run: dict[str, Any]) -> None:
         for run in short_run["runs"]:
