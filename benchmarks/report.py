@@ -330,8 +330,10 @@ def _micro_section(micro: dict[str, Any] | None) -> list[str]:
         "log_line_stdout_and_otel": "access-log line: structlog → JSON on a stream + OTel log record",
         "log_line_stdout_only": "access-log line: structlog → JSON on a stream only",
         "log_line_filtered_by_level": "access-log line below the log level",
-        "otlp_encode_per_span": "OTLP protobuf encoding per span (exporter thread)",
-        "otlp_encode_per_log_record": "OTLP protobuf encoding per log record (exporter thread)",
+        "otlp_encode_per_span": "OTLP protobuf encoding per span (exporter thread, otel._wire as the service)",
+        "otlp_encode_per_log_record": "OTLP protobuf encoding per log record (otel._wire as the service)",
+        "otlp_encode_per_span_sdk": "the same per span with the SDK's encoder",
+        "otlp_encode_per_log_record_sdk": "the same per log record with the SDK's encoder",
     }
     rows += [[labels.get(key, key), *_best_median(value, 1)] for key, value in pieces.items()]
     return lines + _table(["piece", "best µs", "median µs"], rows)
