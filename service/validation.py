@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Sequence
+from itertools import chain
+from operator import itemgetter
 from typing import Any
 
 import numpy as np
@@ -19,6 +22,7 @@ _MAX_KEY_IN_POINTER = 64
 # (errors, histogram sums) useless: no real feature or label comes near it.
 MAX_MAGNITUDE = 1e100
 _OUT_OF_RANGE = ("non_finite", f"number out of range (|x| ≤ {MAX_MAGNITUDE:g})")
+_NUMERIC_TYPES = frozenset({float, int, type(None)})
 
 
 def parse_body(body: bytes) -> Any:
@@ -66,6 +70,44 @@ def parse_instances(payload: Any, card: ModelCard, max_batch: int, key: str = "i
             slug="batch-too-large",
             errors=[FieldError(f"/{key}", f"at most {max_batch} instances, got {len(instances)}")],
         )
+    if not errors and all(spec.type == "numeric" for spec in card.features):
+        fast = _numeric_rows(instances, card.feature_names)
+        if fast is not None:
+            return fast
+    return _rows(instances, card, key, errors)
+
+
+def _numeric_rows(instances: list[Any], names: Sequence[str]) -> np.ndarray | None:
+    """The rows of an all-numeric model at C speed, when every row is an object with exactly the card's features
+    and every value a number within range or null (NaN); None as soon as anything is off, for `_rows` to name it.
+
+    Checking value by value in Python cost about 10 µs per 1000-row request's row; this does the same checks on
+    whole columns: the values' types as a set, then one conversion and one range check in numpy.
+    """
+    width = len(names)
+    if not all(type(row) is dict and len(row) == width for row in instances):
+        return None
+    pick = itemgetter(*names)
+    try:
+        rows = [(row[names[0]],) for row in instances] if width == 1 else list(map(pick, instances))
+    except KeyError:  # a feature missing (and, the lengths being equal, an unknown one in its place)
+        return None
+    values = list(chain.from_iterable(rows))
+    if not set(map(type, values)) <= _NUMERIC_TYPES:  # booleans, strings, arrays, objects
+        return None
+    try:
+        matrix = np.array(rows, dtype=np.float64)  # null becomes NaN, as `_rows` makes it
+    except OverflowError:  # an integer beyond float64
+        return None
+    # Each null is one NaN here; anything else outside the range (NaN or infinity from the JSON, a huge number)
+    # is one more, and `_rows` reports it.
+    if np.count_nonzero(~(np.abs(matrix) <= MAX_MAGNITUDE)) != values.count(None):
+        return None
+    return matrix
+
+
+def _rows(instances: list[Any], card: ModelCard, key: str, errors: list[FieldError]) -> np.ndarray:
+    """Check every value of every row, collecting a FieldError for each problem; the matrix if there are none."""
     features = card.features
     names = set(card.feature_names)
     numeric = [spec.type == "numeric" for spec in features]
