@@ -179,7 +179,8 @@ class _Histogram(Histogram):
         """The cumulative metric as of `now`, with the exemplars taken since the last collection."""
         with self._lock:
             all_series = list(self._by_set.values())
-        points = [series.point(now, self.bounds) for series in all_series]
+        # A series is created just before its first measurement lands: one caught in between has nothing yet.
+        points = [point for point in (series.point(now, self.bounds) for series in all_series) if point.count]
         if not points:
             return None
         data = HistogramData(data_points=points, aggregation_temporality=AggregationTemporality.CUMULATIVE)

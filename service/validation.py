@@ -70,7 +70,8 @@ def parse_instances(payload: Any, card: ModelCard, max_batch: int, key: str = "i
             slug="batch-too-large",
             errors=[FieldError(f"/{key}", f"at most {max_batch} instances, got {len(instances)}")],
         )
-    if not errors and all(spec.type == "numeric" for spec in card.features):
+    # One row is checked faster value by value than with numpy's fixed cost per call; from two rows on, column-wise.
+    if len(instances) > 1 and not errors and all(spec.type == "numeric" for spec in card.features):
         fast = _numeric_rows(instances, card.feature_names)
         if fast is not None:
             return fast
