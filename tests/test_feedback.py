@@ -32,6 +32,7 @@ from service.predictions import (
 )
 from service.problems import Problem
 from service.training import to_matrix
+from tests.support.metrics import data_points
 
 PID = "0123456789abcdef0123456789abcdef"
 OLD_VERSION = "aaaaaaaaaaaa"
@@ -66,15 +67,9 @@ def log(tmp_path: Path) -> Iterator[PredictionLog]:
 
 
 def _points(reader: InMemoryMetricReader, name: str, **attributes: str) -> list[Any]:
-    data = reader.get_metrics_data()
-    assert data is not None
     return [
         point
-        for resource in data.resource_metrics
-        for scope in resource.scope_metrics
-        for metric in scope.metrics
-        if metric.name == name
-        for point in metric.data.data_points
+        for point in data_points(reader.get_metrics_data(), name)
         if attributes.items() <= dict(point.attributes or {}).items()
     ]
 

@@ -18,6 +18,7 @@ from otel.histograms import DEFAULT_BOUNDARIES
 from otel.metrics import SECONDS_BUCKETS, setup_metrics
 from otel.openmetrics import OpenMetricsReader
 from otel.resource import build_resource
+from tests.support.metrics import data_points
 
 RESOURCE = build_resource(service_name="histograms-test", service_version="0.0.0", instance_id="test")
 VALUES = (0.0, 0.0004, 0.0005, 0.0009, 0.003, 0.003, 0.02, 0.75, 1.0, 4.0, 12.5, 600.0)
@@ -30,15 +31,7 @@ ATTRIBUTE_SETS: tuple[dict[str, Any], ...] = (
 
 
 def _points(data: MetricsData | None, name: str) -> list[HistogramDataPoint]:
-    assert data is not None
-    points = [
-        point
-        for resource in data.resource_metrics
-        for scope in resource.scope_metrics
-        for metric in scope.metrics
-        if metric.name == name
-        for point in metric.data.data_points
-    ]
+    points = data_points(data, name)
     assert all(isinstance(point, HistogramDataPoint) for point in points)
     return points  # type: ignore[return-value]
 

@@ -14,6 +14,7 @@ from opentelemetry.sdk.metrics.export import MetricExporter, MetricExportResult,
 from otel.metrics import MetricPusher
 from otel.openmetrics import OpenMetricsReader
 from otel.telemetry import Telemetry
+from tests.support.metrics import data_points
 
 
 class _Recording(MetricExporter):
@@ -42,14 +43,7 @@ class _Recording(MetricExporter):
 
 
 def _sums(data: MetricsData, name: str) -> Sequence[float]:
-    return [
-        point.value  # type: ignore[union-attr]
-        for resource in data.resource_metrics
-        for scope in resource.scope_metrics
-        for metric in scope.metrics
-        if metric.name == name
-        for point in metric.data.data_points
-    ]
+    return [point.value for point in data_points(data, name)]
 
 
 class TestMetricPusher:

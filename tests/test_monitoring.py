@@ -24,6 +24,7 @@ from service.profile import ReferenceProfile
 from service.settings import Settings
 from service.training import to_matrix
 from tests.conftest import InMemoryTelemetry
+from tests.support.metrics import data_points
 
 
 class _Clock:
@@ -68,15 +69,7 @@ def _feed(monitor: ModelMonitor, model: Model, rows: np.ndarray, chunks: int = 2
 
 
 def _points(data: MetricsData | None, name: str) -> list[tuple[dict[str, Any], float]]:
-    assert data is not None
-    return [
-        (dict(point.attributes or {}), point.value)  # type: ignore[union-attr]
-        for resource in data.resource_metrics
-        for scope in resource.scope_metrics
-        for metric in scope.metrics
-        if metric.name == name
-        for point in metric.data.data_points
-    ]
+    return [(dict(point.attributes or {}), point.value) for point in data_points(data, name)]
 
 
 def _sample(rows: np.ndarray, n: int, seed: int) -> np.ndarray:

@@ -31,6 +31,7 @@ from otel.resilience import (
 )
 from otel.telemetry import Telemetry
 from tests.conftest import InMemoryTelemetry
+from tests.support.metrics import data_points
 
 _sdk_like = logging.getLogger(__name__)  # the wrapped exporter's module logger, as the SDK's exporters have
 
@@ -167,15 +168,9 @@ class TestMetrics:
         health.record(7, ok=False)
         reader = InMemoryMetricReader()
         register_instruments(MeterProvider(metric_readers=[reader]).get_meter("t"), [health])
-        data = reader.get_metrics_data()
-        assert data is not None
         points = {
             (point.attributes["signal"], point.attributes["error.type"]): point.value
-            for resource in data.resource_metrics
-            for scope in resource.scope_metrics
-            for metric in scope.metrics
-            if metric.name == "otel.exporter.dropped"
-            for point in metric.data.data_points  # type: ignore[union-attr]
+            for point in data_points(reader.get_metrics_data(), "otel.exporter.dropped")
         }
         assert points[("traces", "export_failed")] == 7
         assert ("traces", "queue_full") in points

@@ -19,6 +19,7 @@ from service.profile import slice_label
 from service.settings import Settings
 from service.training import to_matrix, train
 from tests.conftest import InMemoryTelemetry
+from tests.support.metrics import data_points
 
 
 @pytest.fixture(scope="module")
@@ -50,16 +51,7 @@ def _instances(model_dir: Path, dataset: str, n: int) -> tuple[list[dict[str, fl
 
 
 def _metric(telemetry: InMemoryTelemetry, name: str) -> list[Any]:
-    data = telemetry.metrics.get_metrics_data()
-    assert data is not None
-    return [
-        point
-        for resource in data.resource_metrics
-        for scope in resource.scope_metrics
-        for metric in scope.metrics
-        if metric.name == name
-        for point in metric.data.data_points
-    ]
+    return data_points(telemetry.metrics.get_metrics_data(), name)
 
 
 class TestRegressionShadow:
