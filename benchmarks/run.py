@@ -188,8 +188,8 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         results["micro"] = _micro(setup, short=args.short, window_rows=args.window_rows)
     for group, members in _groups(configs):
         exports: dict[str, list[dict[str, float]]] = {}
+        names = ", ".join(config.name for config in members)
         for instance in range(1, args.instances + 1):
-            names = ", ".join(config.name for config in members)
             which = f" (server instance {instance}/{args.instances})" if args.instances > 1 else ""
             print(f"{group}: starting and warming up {names}{which}…", flush=True)
             rounds = _rounds_of(instance, args.rounds, args.instances)

@@ -139,9 +139,11 @@ class _Meter(APIMeter):
 
 def _exemplar_filter(name: str) -> ExemplarFilter:
     """The filter `OTEL_METRICS_EXEMPLAR_FILTER` names, as the SDK reads it (an unknown name is an error there too)."""
-    filters = {"trace_based": TraceBasedExemplarFilter, "always_on": AlwaysOnExemplarFilter}
-    if name == "always_off":
-        return AlwaysOffExemplarFilter()
+    filters: dict[str, Callable[[], ExemplarFilter]] = {
+        "trace_based": TraceBasedExemplarFilter,
+        "always_on": AlwaysOnExemplarFilter,
+        "always_off": AlwaysOffExemplarFilter,
+    }
     if name not in filters:
         raise ValueError(f"OTEL_METRICS_EXEMPLAR_FILTER={name!r}: use trace_based, always_on or always_off")
     return filters[name]()
