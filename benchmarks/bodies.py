@@ -8,8 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
-from service.card import ModelCard
-from service.datasets import load_bundled
+from service.artifact.card import ModelCard
+from service.artifact.datasets import load_bundled
 
 __all__ = ["sample_rows", "write_bodies"]
 

@@ -46,11 +46,11 @@ from otel.metrics import setup_metrics
 from otel.openmetrics import OpenMetricsReader
 from otel.resource import build_resource
 from otel.tracing import setup_tracing
-from service.card import ModelCard
-from service.drift import PSI_EPSILON
-from service.model import Model, load_model
-from service.monitoring import ModelMonitor
-from service.profile import Distribution, ReferenceProfile
+from service.artifact.card import ModelCard
+from service.artifact.model import Model, load_model
+from service.artifact.profile import Distribution, ReferenceProfile
+from service.monitoring.drift import PSI_EPSILON
+from service.monitoring.monitor import ModelMonitor
 
 __all__ = ["main", "run"]
 

@@ -35,7 +35,7 @@ from benchmarks.load import wrk_available
 from benchmarks.measure import Served, Setup, burst, serving
 from benchmarks.memory import checkpoints, measure_memory
 from benchmarks.processes import REPO, pinned, snapshot_sources, source_fingerprint
-from service.card import ModelCard
+from service.artifact.card import ModelCard
 
 __all__ = ["main", "prepare"]
 

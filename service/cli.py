@@ -12,9 +12,9 @@ __all__ = ["main"]
 
 
 def _train(args: argparse.Namespace) -> int:
-    from service.card import CARD_FILE
-    from service.datasets import DatasetError, load_bundled, load_csv
-    from service.training import train
+    from service.artifact.card import CARD_FILE
+    from service.artifact.datasets import DatasetError, load_bundled, load_csv
+    from service.artifact.training import train
 
     name = args.name or (Path(args.data).stem if args.data else args.dataset)
     output = Path(args.output) if args.output else Path("models") / name
@@ -42,9 +42,9 @@ def _train(args: argparse.Namespace) -> int:
 def _profile(args: argparse.Namespace) -> int:
     import pandas as pd
 
-    from service.model import ModelLoadError, load_model
-    from service.profile import build_profile
-    from service.training import to_matrix
+    from service.artifact.model import ModelLoadError, load_model
+    from service.artifact.profile import build_profile
+    from service.artifact.training import to_matrix
 
     try:
         model = load_model(Path(args.model))
@@ -73,7 +73,7 @@ def _profile(args: argparse.Namespace) -> int:
 
 
 def _loadgen(args: argparse.Namespace) -> int:
-    from service.loadgen import main_from_args
+    from service.rehearsal.loadgen import main_from_args
 
     return main_from_args(args)
 
@@ -88,7 +88,7 @@ def _serve(args: argparse.Namespace) -> int:
     }
     env = dict(os.environ)
     env.update({key: str(value) for key, value in overrides.items() if value is not None})
-    argv = [sys.executable, "-m", "gunicorn", "-c", "python:service.gunicorn_conf"]
+    argv = [sys.executable, "-m", "gunicorn", "-c", "python:service.web.gunicorn_conf"]
     os.execve(sys.executable, argv, env)
     return 0  # pragma: no cover - execve does not return
 
@@ -100,7 +100,7 @@ def _triage(args: argparse.Namespace) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
-    from service.datasets import BUNDLED
+    from service.artifact.datasets import BUNDLED
 
     parser = argparse.ArgumentParser(prog="modellens", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)

@@ -21,10 +21,10 @@ from otel.openmetrics import OpenMetricsReader
 from otel.resource import build_resource
 from otel.telemetry import Telemetry
 from otel.tracing import setup_tracing
-from service.app import create_app
-from service.datasets import load_bundled
+from service.artifact.datasets import load_bundled
+from service.artifact.training import train
 from service.settings import Settings
-from service.training import train
+from service.web.app import create_app
 from tests.support.logging_state import restored_logging
 
 

@@ -11,9 +11,9 @@ from flask.testing import FlaskClient
 from prometheus_client.openmetrics.parser import text_string_to_metric_families
 
 from otel.metrics import SECONDS_BUCKETS
-from service.app import create_app
-from service.card import ModelCard
+from service.artifact.card import ModelCard
 from service.settings import Settings
+from service.web.app import create_app
 from tests.conftest import InMemoryTelemetry
 
 OPENMETRICS_ACCEPT = "application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5,*/*;q=0.1"

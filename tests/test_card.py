@@ -1,4 +1,4 @@
-"""Tests for service.card: the model card, its JSON form and its content version."""
+"""Tests for service.artifact.card: the model card, its JSON form and its content version."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from service.card import CARD_FILE, FeatureSpec, ModelCard, content_version
+from service.artifact.card import CARD_FILE, FeatureSpec, ModelCard, content_version
 
 
 def _card(**changes: Any) -> ModelCard:

@@ -27,11 +27,11 @@ from flask.testing import FlaskClient
 from prometheus_client.openmetrics.parser import text_string_to_metric_families
 
 from otel.metrics import SECONDS_BUCKETS
-from service.app import create_app
-from service.card import ModelCard
-from service.feedback import DELAY_BUCKETS
-from service.profile import MISSING, OTHER, UNSEEN, ReferenceProfile
+from service.artifact.card import ModelCard
+from service.artifact.profile import MISSING, OTHER, UNSEEN, ReferenceProfile
+from service.groundtruth.metrics import DELAY_BUCKETS
 from service.settings import Settings
+from service.web.app import create_app
 from tests.conftest import InMemoryTelemetry
 from tests.test_hostile_input import mixed_model_dir  # noqa: F401  (fixture)
 

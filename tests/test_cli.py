@@ -8,9 +8,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from service.card import ModelCard
+from service.artifact.card import ModelCard
+from service.artifact.profile import PROFILE_FILE, ReferenceProfile
 from service.cli import main
-from service.profile import PROFILE_FILE, ReferenceProfile
 
 
 class TestTrain:

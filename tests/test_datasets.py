@@ -1,4 +1,4 @@
-"""Tests for service.datasets: bundled datasets and CSV loading."""
+"""Tests for service.artifact.datasets: bundled datasets and CSV loading."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from service.datasets import BUNDLED, MIN_ROWS, Dataset, DatasetError, load_bundled, load_csv
+from service.artifact.datasets import BUNDLED, MIN_ROWS, Dataset, DatasetError, load_bundled, load_csv
 
 
 def _write_csv(path: Path, rows: int = 60, seed: int = 0) -> Path:

@@ -11,10 +11,10 @@ import pytest
 import requests
 from scipy.spatial.distance import jensenshannon
 
-from service.card import ModelCard
-from service.datasets import load_bundled
-from service.drift import PSI_EPSILON
-from service.training import to_matrix
+from service.artifact.card import ModelCard
+from service.artifact.datasets import load_bundled
+from service.artifact.training import to_matrix
+from service.monitoring.drift import PSI_EPSILON
 from tests.support.ports import free_port
 from tests.support.prometheus import PrometheusServer
 from tests.test_serving import serve

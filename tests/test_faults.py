@@ -13,10 +13,10 @@ from flask.testing import FlaskClient
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.trace import TracerProvider
 
-from service.app import create_app
-from service.card import ModelCard
-from service.faults import FAULT_HEADER, FaultInjector, FaultPlan
+from service.artifact.card import ModelCard
+from service.rehearsal.faults import FAULT_HEADER, FaultInjector, FaultPlan
 from service.settings import Settings
+from service.web.app import create_app
 from tests.conftest import InMemoryTelemetry
 
 

@@ -19,10 +19,11 @@ from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import HistogramDataPoint, InMemoryMetricReader
 
 from otel.openmetrics import OpenMetricsReader
-from service.datasets import load_bundled
-from service.feedback import DELAY_BUCKETS, FeedbackInstruments, parse_feedback, summarize
-from service.model import Model, load_model
-from service.predictions import (
+from service.artifact.datasets import load_bundled
+from service.artifact.model import Model, load_model
+from service.artifact.training import to_matrix
+from service.groundtruth.metrics import DELAY_BUCKETS, FeedbackInstruments
+from service.groundtruth.store import (
     FeedbackItem,
     FeedbackResult,
     JoinedLabel,
@@ -30,8 +31,8 @@ from service.predictions import (
     PredictionRequest,
     new_prediction_ids,
 )
-from service.problems import Problem
-from service.training import to_matrix
+from service.web.feedback_body import parse_feedback, summarize
+from service.web.problems import Problem
 from tests.support.metrics import data_points
 
 PID = "0123456789abcdef0123456789abcdef"

@@ -11,9 +11,9 @@ import pytest
 import requests
 from flask.testing import FlaskClient
 
-from service.card import ModelCard
-from service.datasets import load_bundled
-from service.training import to_matrix
+from service.artifact.card import ModelCard
+from service.artifact.datasets import load_bundled
+from service.artifact.training import to_matrix
 from tests.conftest import InMemoryTelemetry
 from tests.support.ports import free_port
 from tests.test_serving import serve

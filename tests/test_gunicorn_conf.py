@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from gunicorn.app.base import Application
 
-from service import gunicorn_conf
+from service.web import gunicorn_conf
 
 
 class _ConfigOnly(Application):  # type: ignore[misc]
@@ -19,7 +19,7 @@ class _ConfigOnly(Application):  # type: ignore[misc]
         return None
 
     def load_config(self) -> None:
-        self.load_config_from_module_name_or_filename("python:service.gunicorn_conf")
+        self.load_config_from_module_name_or_filename("python:service.web.gunicorn_conf")
 
     def load(self) -> Any:
         raise AssertionError("not loaded in this test")

@@ -36,13 +36,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from jsonschema import Draft202012Validator
 
-from service.app import create_app
-from service.card import ModelCard
-from service.datasets import Dataset
-from service.openapi import build_document
+from service.artifact.card import ModelCard
+from service.artifact.datasets import Dataset
+from service.artifact.training import train
 from service.settings import Settings
-from service.training import train
-from service.validation import MAX_MAGNITUDE
+from service.web.app import create_app
+from service.web.openapi import build_document
+from service.web.validation import MAX_MAGNITUDE
 from tests.conftest import InMemoryTelemetry
 from tests.support.ports import free_port
 from tests.test_serving import serve
@@ -155,7 +155,7 @@ def parent_resolves(payload: Any, pointer: str) -> bool:
         else:
             return False
     last = _unescape(pointer.rsplit("/", 1)[1])
-    if name_truncated := last.endswith("…"):  # long names are cut in pointers (service.validation)
+    if name_truncated := last.endswith("…"):  # long names are cut in pointers (service.web.validation)
         last = last[:-1]
     if isinstance(node, dict):
         return True  # a missing member is named by where it belongs
@@ -227,7 +227,7 @@ BAD_NUMBERS = st.one_of(
     ),
     st.floats(min_value=1.0000001e100, allow_infinity=False).flatmap(lambda x: st.sampled_from([x, -x])),
 )
-GOOD_NUMBERS = st.one_of(  # within the service's magnitude bound (service.validation.MAX_MAGNITUDE)
+GOOD_NUMBERS = st.one_of(  # within the service's magnitude bound (service.web.validation.MAX_MAGNITUDE)
     st.floats(min_value=-1e100, max_value=1e100),
     st.integers(-(10**100), 10**100),
     st.sampled_from([Raw("1e100"), Raw("-1E+100"), Raw("1E-400"), Raw("-0"), Raw("0.0e0"), Raw("1" + "0" * 100)]),

@@ -10,7 +10,7 @@ import pytest
 import requests
 
 from service.cli import main
-from service.loadgen import LoadGenerator, Options, Phase, parse_schedule
+from service.rehearsal.loadgen import LoadGenerator, Options, Phase, parse_schedule
 from tests.support.ports import free_port
 from tests.support.processes import ServiceProcess
 from tests.test_serving import serve

@@ -1,4 +1,4 @@
-"""Tests for service.model: safe loading, tamper detection and prediction."""
+"""Tests for service.artifact.model: safe loading, tamper detection and prediction."""
 
 from __future__ import annotations
 
@@ -15,10 +15,10 @@ import pytest
 import skops.io as sio
 from sklearn.pipeline import Pipeline
 
-from service.card import CARD_FILE, MODEL_FILE, ModelCard, content_version
-from service.datasets import Dataset, load_bundled
-from service.model import ModelLoadError, load_model
-from service.training import describe_features, fit_pipeline, split_dataset, to_matrix, train, train_bundled
+from service.artifact.card import CARD_FILE, MODEL_FILE, ModelCard, content_version
+from service.artifact.datasets import Dataset, load_bundled
+from service.artifact.model import ModelLoadError, load_model
+from service.artifact.training import describe_features, fit_pipeline, split_dataset, to_matrix, train, train_bundled
 
 
 class _Payload:

@@ -14,15 +14,15 @@ from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader, MetricsData
 from scipy.spatial.distance import jensenshannon
 
-from service.app import create_app
-from service.card import ModelCard
-from service.datasets import load_bundled
-from service.drift import PSI_EPSILON, js_distance, psi
-from service.model import Model, load_model
-from service.monitoring import ModelMonitor
-from service.profile import ReferenceProfile
+from service.artifact.card import ModelCard
+from service.artifact.datasets import load_bundled
+from service.artifact.model import Model, load_model
+from service.artifact.profile import ReferenceProfile
+from service.artifact.training import to_matrix
+from service.monitoring.drift import PSI_EPSILON, js_distance, psi
+from service.monitoring.monitor import ModelMonitor
 from service.settings import Settings
-from service.training import to_matrix
+from service.web.app import create_app
 from tests.conftest import InMemoryTelemetry
 from tests.support.metrics import data_points
 

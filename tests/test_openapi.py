@@ -12,10 +12,10 @@ from flask.testing import FlaskClient
 from openapi_schema_validator import OAS31Validator
 from openapi_spec_validator import validate
 
-from service.app import create_app
-from service.card import ModelCard
-from service.openapi import build_document
+from service.artifact.card import ModelCard
 from service.settings import Settings
+from service.web.app import create_app
+from service.web.openapi import build_document
 from tests.conftest import InMemoryTelemetry
 
 

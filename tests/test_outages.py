@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 import requests
 
-from service.card import ModelCard
+from service.artifact.card import ModelCard
 from tests.support.otlp import OTLPReceiver
 from tests.support.ports import free_port
 from tests.support.processes import ServiceProcess

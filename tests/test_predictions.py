@@ -18,8 +18,14 @@ from typing import Any
 import numpy as np
 import pytest
 
-from service import predictions
-from service.predictions import FeedbackItem, PredictionLog, PredictionRequest, new_prediction_ids, split_prediction_id
+from service.groundtruth import store as predictions
+from service.groundtruth.store import (
+    FeedbackItem,
+    PredictionLog,
+    PredictionRequest,
+    new_prediction_ids,
+    split_prediction_id,
+)
 
 VERSION = "0123456789ab"
 ROOT = Path(__file__).resolve().parent.parent
@@ -259,7 +265,7 @@ class TestRestart:
         script = (
             "import sys, time\n"
             "from pathlib import Path\n"
-            "from service.predictions import PredictionLog, PredictionRequest\n"
+            "from service.groundtruth.store import PredictionLog, PredictionRequest\n"
             "log = PredictionLog(Path(sys.argv[1]), retention_seconds=None, max_rows=None).open()\n"
             "for i in range(2000):\n"
             "    log.record([PredictionRequest(f'{i:024x}', None, time.time(), 'm', 'v', b'{}', [1.0])])\n"

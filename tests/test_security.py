@@ -19,11 +19,11 @@ from typing import Any
 import pytest
 from flask.testing import FlaskClient
 
-from service import gunicorn_conf
-from service.app import create_app
-from service.card import MODEL_FILE, ModelCard
-from service.model import ModelLoadError
+from service.artifact.card import MODEL_FILE, ModelCard
+from service.artifact.model import ModelLoadError
 from service.settings import Settings, SettingsError
+from service.web import gunicorn_conf
+from service.web.app import create_app
 from tests.conftest import InMemoryTelemetry
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -19,7 +19,7 @@ import pytest
 import requests
 
 from otel.metrics import SECONDS_BUCKETS
-from service.card import ModelCard
+from service.artifact.card import ModelCard
 from tests.support.otlp import OTLPReceiver
 from tests.support.ports import free_port
 from tests.support.processes import ServiceProcess

@@ -10,14 +10,14 @@ import numpy as np
 import pytest
 from flask import Flask
 
-from service.app import create_app
-from service.card import ModelCard
-from service.datasets import load_bundled
-from service.model import load_model
-from service.predictions import PredictionLog
-from service.profile import slice_label
+from service.artifact.card import ModelCard
+from service.artifact.datasets import load_bundled
+from service.artifact.model import load_model
+from service.artifact.profile import slice_label
+from service.artifact.training import to_matrix, train
+from service.groundtruth.store import PredictionLog
 from service.settings import Settings
-from service.training import to_matrix, train
+from service.web.app import create_app
 from tests.conftest import InMemoryTelemetry
 from tests.support.metrics import data_points
 

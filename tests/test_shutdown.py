@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from service.card import ModelCard
+from service.artifact.card import ModelCard
 from tests.support.otlp import OTLPReceiver
 from tests.support.ports import free_port
 from tests.test_serving import instance, serve

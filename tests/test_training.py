@@ -1,4 +1,4 @@
-"""Tests for service.training: splitting, the pipeline, and the written artifact and card."""
+"""Tests for service.artifact.training: splitting, the pipeline, and the written artifact and card."""
 
 from __future__ import annotations
 
@@ -14,10 +14,10 @@ import pytest
 import skops.io as sio
 from sklearn.pipeline import Pipeline
 
-from service.card import CARD_FILE, MODEL_FILE, FeatureSpec, ModelCard
-from service.datasets import Dataset, DatasetError, load_bundled, load_csv
-from service.profile import PROFILE_FILE
-from service.training import (
+from service.artifact.card import CARD_FILE, MODEL_FILE, FeatureSpec, ModelCard
+from service.artifact.datasets import Dataset, DatasetError, load_bundled, load_csv
+from service.artifact.profile import PROFILE_FILE
+from service.artifact.training import (
     MISSING_CATEGORY,
     build_pipeline,
     describe_features,

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from service.card import ModelCard
+from service.artifact.card import ModelCard
 from service.cli import main
 from service.triage.options import ENV
 from tests.support.otlp import OTLPReceiver

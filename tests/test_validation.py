@@ -1,4 +1,4 @@
-"""service/validation.py: the column-wise path for all-numeric models decides exactly as the value-by-value one."""
+"""service/web/validation.py: the column-wise path for all-numeric models decides exactly as the value-by-value one."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from service.card import FeatureSpec, ModelCard
-from service.problems import Problem
-from service.validation import MAX_MAGNITUDE, _numeric_rows, _rows, parse_instances
+from service.artifact.card import FeatureSpec, ModelCard
+from service.web.problems import Problem
+from service.web.validation import MAX_MAGNITUDE, _numeric_rows, _rows, parse_instances
 
 NAMES = ("age", "bmi", "s1")
 CARD = ModelCard(

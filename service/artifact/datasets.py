@@ -12,7 +12,7 @@ import pandas as pd
 from pandas.api.types import is_bool_dtype, is_float_dtype, is_integer_dtype, is_numeric_dtype
 from sklearn.datasets import load_breast_cancer, load_diabetes, load_wine
 
-from service.card import Task
+from service.artifact.card import Task
 
 __all__ = ["BUNDLED", "MIN_ROWS", "Dataset", "DatasetError", "load_bundled", "load_csv"]
 

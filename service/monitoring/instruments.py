@@ -8,7 +8,7 @@ from collections.abc import Iterable
 from opentelemetry.metrics import CallbackOptions, Meter, Observation
 
 from otel.metrics import SECONDS_BUCKETS
-from service.card import ModelCard
+from service.artifact.card import ModelCard
 
 __all__ = ["BATCH_BUCKETS", "ModelInstruments"]
 

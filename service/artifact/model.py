@@ -10,7 +10,7 @@ import numpy as np
 import skops.io as sio
 from sklearn.base import BaseEstimator
 
-from service.card import CARD_FILE, MODEL_FILE, ModelCard, content_version
+from service.artifact.card import CARD_FILE, MODEL_FILE, ModelCard, content_version
 
 __all__ = ["Model", "ModelLoadError", "load_model"]
 

@@ -99,7 +99,7 @@ class RowSource:
         self.std = self._stds()
 
     def _load_bundled(self, name: str) -> None:
-        from service.datasets import BUNDLED, load_bundled
+        from service.artifact.datasets import BUNDLED, load_bundled
 
         if name not in BUNDLED:
             return

@@ -7,9 +7,9 @@ from typing import Any
 from flask import Blueprint, Response, current_app, jsonify
 
 from service import __version__
-from service.card import ModelCard
+from service.artifact.card import ModelCard
 from service.settings import Settings
-from service.validation import MAX_MAGNITUDE
+from service.web.validation import MAX_MAGNITUDE
 
 __all__ = ["blueprint", "build_document"]
 

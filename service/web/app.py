@@ -12,21 +12,21 @@ from opentelemetry.trace import Tracer
 
 from otel.flask import FlaskTelemetry
 from otel.telemetry import Telemetry, installed
-from service import api, openapi
-from service.faults import FaultInjector, FaultPlan
-from service.feedback import FeedbackInstruments
-from service.instruments import ModelInstruments
-from service.model import Model, ModelLoadError, load_model
-from service.monitoring import ModelMonitor
-from service.predictions import PredictionLog, split_prediction_id
-from service.problems import register_error_handlers
-from service.profile import PROFILE_FILE, ReferenceProfile
+from service.artifact.model import Model, ModelLoadError, load_model
+from service.artifact.profile import PROFILE_FILE, ReferenceProfile
+from service.groundtruth import FeedbackInstruments
+from service.groundtruth.store import PredictionLog, split_prediction_id
+from service.monitoring.instruments import ModelInstruments
+from service.monitoring.monitor import ModelMonitor
+from service.monitoring.shadow import ShadowScorer
+from service.rehearsal.faults import FaultInjector, FaultPlan
 from service.settings import Settings
-from service.shadow import ShadowScorer
+from service.web import openapi, routes
+from service.web.problems import register_error_handlers
 
 __all__ = ["create_app"]
 
-_log = structlog.get_logger("service.app")
+_log = structlog.get_logger("service.web.app")
 
 
 def create_app(
@@ -46,13 +46,13 @@ def create_app(
     app.json.sort_keys = False  # type: ignore[attr-defined]
     FlaskTelemetry(telemetry.tracer_provider, telemetry.meter_provider).init_app(app)
     register_error_handlers(app)
-    app.register_blueprint(api.blueprint)
+    app.register_blueprint(routes.blueprint)
     app.register_blueprint(openapi.blueprint)
 
     card = model.card
     meter = telemetry.meter_provider.get_meter("modellens")
     tracer = telemetry.tracer_provider.get_tracer("modellens")
-    app.extensions["modellens"] = api.ServiceState(
+    app.extensions["modellens"] = routes.ServiceState(
         settings=settings,
         model=model,
         tracer=tracer,
@@ -135,7 +135,7 @@ def _faults(settings: Settings, meter: Meter, tracer: Tracer) -> FaultInjector |
 
 def _shadow_logger(log: PredictionLog) -> Callable[[Sequence[str], Any], None]:
     def record(prediction_ids: Sequence[str], challenger: Any) -> None:
-        # One request's predictions share its request id (see service.predictions.new_prediction_ids).
+        # One request's predictions share its request id (see service.groundtruth.store.new_prediction_ids).
         split = split_prediction_id(prediction_ids[0]) if prediction_ids else None
         if split is not None:
             log.record_shadow(split[0], challenger.tolist())

@@ -1,4 +1,4 @@
-"""gunicorn configuration: `gunicorn -c python:service.gunicorn_conf` (what `modellens serve` runs).
+"""gunicorn configuration: `gunicorn -c python:service.web.gunicorn_conf` (what `modellens serve` runs).
 
 Telemetry is built in each worker after the fork (exporter threads and sockets do not survive a fork) and flushed
 when the worker exits, so a SIGTERM loses no span or log record the exporter could still send.
@@ -17,7 +17,7 @@ from service.settings import Settings
 
 _settings = Settings.from_env()
 
-wsgi_app = "service.app:create_app()"
+wsgi_app = "service.web.app:create_app()"
 bind = [f"{_settings.host}:{_settings.port}"]
 workers = _settings.workers
 threads = _settings.threads

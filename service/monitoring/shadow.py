@@ -15,11 +15,11 @@ from opentelemetry.metrics import Meter
 from opentelemetry.trace import NonRecordingSpan, SpanContext, Status, StatusCode, Tracer
 
 from otel.metrics import SECONDS_BUCKETS
-from service.model import Model
+from service.artifact.model import Model
 
 __all__ = ["ShadowScorer"]
 
-_log = structlog.get_logger("service.shadow")
+_log = structlog.get_logger("service.monitoring.shadow")
 _FRACTIONS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
 
 ResultHandler = Callable[[Sequence[str], np.ndarray], None]

@@ -12,22 +12,23 @@ from flask import Blueprint, Response, current_app, jsonify, request
 from opentelemetry import trace
 from opentelemetry.trace import Tracer
 
-from service.faults import FAULT_HEADER, FaultInjector
-from service.feedback import FeedbackInstruments, parse_feedback, summarize
-from service.instruments import ModelInstruments
-from service.model import Model
-from service.monitoring import ModelMonitor
-from service.predictions import PredictionLog, PredictionRequest, new_prediction_ids
-from service.problems import Problem
-from service.profile import slice_label
+from service.artifact.model import Model
+from service.artifact.profile import slice_label
+from service.groundtruth import FeedbackInstruments
+from service.groundtruth.store import PredictionLog, PredictionRequest, new_prediction_ids
+from service.monitoring.instruments import ModelInstruments
+from service.monitoring.monitor import ModelMonitor
+from service.monitoring.shadow import ShadowScorer
+from service.rehearsal.faults import FAULT_HEADER, FaultInjector
 from service.settings import Settings
-from service.shadow import ShadowScorer
-from service.validation import parse_body, parse_instances
+from service.web.feedback_body import parse_feedback, summarize
+from service.web.problems import Problem
+from service.web.validation import parse_body, parse_instances
 
 __all__ = ["ServiceState", "blueprint"]
 
 blueprint = Blueprint("api", __name__)
-_log = structlog.get_logger("service.api")
+_log = structlog.get_logger("service.web.routes")
 
 
 @dataclass

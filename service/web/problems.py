@@ -11,14 +11,14 @@ from opentelemetry import trace
 from opentelemetry.trace import Status, StatusCode
 from werkzeug.exceptions import HTTPException
 
-from service.faults import InjectedFault
+from service.rehearsal.faults import InjectedFault
 
 __all__ = ["FieldError", "Problem", "register_error_handlers"]
 
 CONTENT_TYPE = "application/problem+json"
 MAX_ERRORS = 100  # a 10 000-row batch of garbage must not produce a 10 MB error document
 
-_log = structlog.get_logger("service.problems")
+_log = structlog.get_logger("service.web.problems")
 
 
 @dataclass(frozen=True)

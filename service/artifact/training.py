@@ -32,9 +32,9 @@ from sklearn.model_selection import train_test_split
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
-from service.card import MODEL_FILE, FeatureSpec, ModelCard, Task, content_version
-from service.datasets import Dataset, DatasetError, load_bundled
-from service.profile import build_profile
+from service.artifact.card import MODEL_FILE, FeatureSpec, ModelCard, Task, content_version
+from service.artifact.datasets import Dataset, DatasetError, load_bundled
+from service.artifact.profile import build_profile
 
 __all__ = [
     "MISSING_CATEGORY",
@@ -97,7 +97,7 @@ def train(dataset: Dataset, *, output: Path, name: str | None = None, seed: int 
 def train_bundled(
     name: str, output: Path, *, model_name: str | None = None, seed: int = 0, holdout: float = 0.2
 ) -> ModelCard:
-    """`train` on one of scikit-learn's bundled datasets (see `service.datasets.BUNDLED`)."""
+    """`train` on one of scikit-learn's bundled datasets (see `service.artifact.datasets.BUNDLED`)."""
     return train(load_bundled(name), output=output, name=model_name, seed=seed, holdout=holdout)
 
 
@@ -125,7 +125,7 @@ def split_dataset(dataset: Dataset, *, seed: int = 0, holdout: float = 0.2) -> t
 
 
 def describe_features(frame: pd.DataFrame) -> tuple[FeatureSpec, ...]:
-    """Feature specs (range or categories, missing rate) of a frame as `service.datasets` builds them."""
+    """Feature specs (range or categories, missing rate) of a frame as `service.artifact.datasets` builds them."""
     specs = []
     for column in frame.columns:
         values = frame[column]

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from service.card import ModelCard
+from service.artifact.card import ModelCard
 
 __all__ = [
     "MISSING",

@@ -21,7 +21,7 @@ from opentelemetry.trace import Tracer
 __all__ = ["FAULT_HEADER", "FaultInjector", "FaultPlan", "InjectedFault"]
 
 FAULT_HEADER = "X-Modellens-Fault"
-_log = structlog.get_logger("service.faults")
+_log = structlog.get_logger("service.rehearsal.faults")
 
 
 class InjectedFault(RuntimeError):

@@ -11,9 +11,9 @@ from typing import Any
 
 import numpy as np
 
-from service.card import ModelCard
-from service.duplicates import duplicates_possible, parse_checking_duplicates
-from service.problems import FieldError, Problem
+from service.artifact.card import ModelCard
+from service.web.duplicates import duplicates_possible, parse_checking_duplicates
+from service.web.problems import FieldError, Problem
 
 __all__ = ["MAX_MAGNITUDE", "escape_pointer", "json_type", "parse_body", "parse_instances"]
 

@@ -38,7 +38,7 @@ __all__ = [
     "split_prediction_id",
 ]
 
-_log = structlog.get_logger("service.predictions")
+_log = structlog.get_logger("service.groundtruth.store")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS requests (

@@ -18,11 +18,11 @@ from typing import Any
 import numpy as np
 from opentelemetry.metrics import CallbackOptions, Meter, Observation
 
-from service.card import ModelCard
-from service.drift import js_distance, psi, status
-from service.problems import FieldError
-from service.profile import OTHER, Distribution, ReferenceProfile, slice_label
-from service.window import CountWindow
+from service.artifact.card import ModelCard
+from service.artifact.profile import OTHER, Distribution, ReferenceProfile, slice_label
+from service.monitoring.drift import js_distance, psi, status
+from service.monitoring.window import CountWindow
+from service.web.problems import FieldError
 
 __all__ = ["QUALITY_REASONS", "ModelMonitor"]
 
