@@ -11,7 +11,8 @@ MODEL_DIR ?= models/diabetes
 help:
 	@echo "make run    - train the default model if missing and serve it on 127.0.0.1:8000 (no Docker)"
 	@echo "make test   - install test dependencies (incl. Debian's prometheus) and run every test"
-	@echo "make lint   - ruff and mypy"
+	@echo "make lint   - import contracts, ruff and mypy"
+	@echo "make test-fast - the in-process tests only, in about a minute"
 
 # The virtualenv, with the runtime dependencies (and, for tests, the dev extra). Re-run when pyproject changes.
 $(BIN)/.runtime: pyproject.toml
@@ -38,13 +39,18 @@ model: install
 run: model
 	MODELLENS_MODEL_DIR=$(MODEL_DIR) $(BIN)/modellens serve
 
+# The whole suite: the import contracts (pyproject.toml, [tool.importlinter]), then every test, the slow ones
+# (real gunicorn, Prometheus, wrk) and the property tests at their full example count included.
 test: install-dev system-deps
-	$(BIN)/python -m pytest
+	$(BIN)/lint-imports --no-cache
+	HYPOTHESIS_PROFILE=full $(BIN)/python -m pytest -n 2 --dist loadgroup
 
+# The tier to run while editing: no processes started, property tests at a small example count, both cores.
 test-fast: install-dev
-	$(BIN)/python -m pytest -m "not slow"
+	HYPOTHESIS_PROFILE=fast $(BIN)/python -m pytest -m "not slow" -n 2
 
 lint: install-dev
+	$(BIN)/lint-imports --no-cache
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy

@@ -5,7 +5,7 @@ instruments. It imports only `service.artifact` (the card and the reference prof
 """
 
 from service.monitoring.instruments import ModelInstruments
-from service.monitoring.monitor import QUALITY_REASONS, ModelMonitor
+from service.monitoring.monitor import QUALITY_REASONS, ModelMonitor, QualityIssue
 from service.monitoring.shadow import ShadowScorer
 
-__all__ = ["QUALITY_REASONS", "ModelInstruments", "ModelMonitor", "ShadowScorer"]
+__all__ = ["QUALITY_REASONS", "ModelInstruments", "ModelMonitor", "QualityIssue", "ShadowScorer"]

@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 from opentelemetry.metrics import CallbackOptions, Meter, Observation
@@ -22,11 +22,19 @@ from service.artifact.card import ModelCard
 from service.artifact.profile import OTHER, Distribution, ReferenceProfile, slice_label
 from service.monitoring.drift import js_distance, psi, status
 from service.monitoring.window import CountWindow
-from service.web.problems import FieldError
 
-__all__ = ["QUALITY_REASONS", "ModelMonitor"]
+__all__ = ["QUALITY_REASONS", "ModelMonitor", "QualityIssue"]
 
 QUALITY_REASONS = ("missing", "non_finite", "wrong_type", "below_min", "above_max", "unknown_category")
+
+
+class QualityIssue(NamedTuple):
+    """One value of a known feature that failed validation, by reason (one of `QUALITY_REASONS`)."""
+
+    feature: str
+    reason: str
+
+
 _REASON_INDEX = {reason: index for index, reason in enumerate(QUALITY_REASONS)}
 _MISSING, _BELOW_MIN, _ABOVE_MAX = _REASON_INDEX["missing"], _REASON_INDEX["below_min"], _REASON_INDEX["above_max"]
 _FOLD_ROWS = 64  # rows held back before they are binned together (bounded: a 64-row matrix at most)
@@ -150,14 +158,14 @@ class ModelMonitor:
             return np.searchsorted(self._prediction_edges, predictions, side="left") + self._prediction.start
         return self._prediction.distribution.bin_indices(predictions) + self._prediction.start
 
-    def record_rejection(self, errors: Iterable[FieldError], rows: int) -> None:
+    def record_rejection(self, issues: Iterable[QualityIssue], rows: int) -> None:
         """Count a rejected request: its rows, and each known feature's problem by reason."""
         positions = {name: index for index, name in enumerate(self.card.feature_names)}
         with self._lock:
             self._rejected_rows += rows
-            for error in errors:
-                column = positions.get(error.feature or "")
-                reason = _REASON_INDEX.get(error.code or "")
+            for issue in issues:
+                column = positions.get(issue.feature)
+                reason = _REASON_INDEX.get(issue.reason)
                 if column is not None and reason is not None:
                     self._quality[column, reason] += 1
 

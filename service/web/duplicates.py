@@ -13,7 +13,7 @@ import json
 from collections import Counter
 from typing import Any
 
-from service.web.problems import FieldError, Problem
+from service.web.problems import FieldError, Problem, escape_pointer
 
 __all__ = ["duplicates_possible", "parse_checking_duplicates"]
 
@@ -75,8 +75,6 @@ def parse_checking_duplicates(body: bytes) -> Any:
 
 def _errors(payload: Any) -> list[FieldError]:
     """A FieldError per repeated name, in document order (depth-first, iterative: no recursion limit)."""
-    from service.web.validation import escape_pointer
-
     errors: list[FieldError] = []
     stack: list[tuple[str, Any]] = [("", payload)]
     while stack and len(errors) < _MAX_REPORTED:

@@ -8,8 +8,8 @@ from typing import Any
 
 from service.artifact import ModelCard
 from service.groundtruth import FeedbackItem, FeedbackResult
-from service.web.problems import FieldError, Problem
-from service.web.validation import MAX_MAGNITUDE, escape_pointer, json_type
+from service.web.problems import FieldError, Problem, escape_pointer, json_type
+from service.web.validation import MAX_MAGNITUDE
 
 __all__ = ["MAX_IDS_IN_RESPONSE", "parse_feedback", "summarize"]
 

@@ -13,28 +13,45 @@ from werkzeug.exceptions import HTTPException
 
 from service.rehearsal.faults import InjectedFault
 
-__all__ = ["FieldError", "Problem", "register_error_handlers"]
+__all__ = ["FieldError", "Problem", "escape_pointer", "json_type", "register_error_handlers"]
 
 CONTENT_TYPE = "application/problem+json"
 MAX_ERRORS = 100  # a 10 000-row batch of garbage must not produce a 10 MB error document
+_MAX_KEY_IN_POINTER = 64
 
 _log = structlog.get_logger("service.web.problems")
 
 
 @dataclass(frozen=True)
 class FieldError:
-    """One offending value: a JSON Pointer into the request body and the reason in words.
-
-    `feature` and `code` are for counting (a known feature name, a fixed reason code); they are not sent.
-    """
+    """One offending value: a JSON Pointer into the request body and the reason in words."""
 
     pointer: str
     reason: str
-    feature: str | None = None
-    code: str | None = None
 
     def to_dict(self) -> dict[str, str]:
         return {"pointer": self.pointer, "reason": self.reason}
+
+
+def escape_pointer(name: str) -> str:
+    """A JSON Pointer segment (RFC 6901), truncated so a megabyte-long key is not echoed back."""
+    if len(name) > _MAX_KEY_IN_POINTER:
+        name = name[:_MAX_KEY_IN_POINTER] + "…"
+    return name.replace("~", "~0").replace("/", "~1")
+
+
+def json_type(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int | float):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, list):
+        return "array"
+    return "object"
 
 
 @dataclass

@@ -23,7 +23,7 @@ from service.rehearsal.faults import FAULT_HEADER, FaultInjector
 from service.settings import Settings
 from service.web.feedback_body import parse_feedback, summarize
 from service.web.problems import Problem
-from service.web.validation import parse_body, parse_instances
+from service.web.validation import InvalidInstances, parse_body, parse_instances
 
 __all__ = ["ServiceState", "blueprint"]
 
@@ -85,7 +85,8 @@ def predict() -> Response:
         except Problem as problem:
             if state.monitor is not None:
                 instances = payload.get("instances") if isinstance(payload, dict) else None
-                state.monitor.record_rejection(problem.errors, len(instances) if isinstance(instances, list) else 0)
+                quality = problem.quality if isinstance(problem, InvalidInstances) else []
+                state.monitor.record_rejection(quality, len(instances) if isinstance(instances, list) else 0)
             raise
         span.set_attribute("model.batch.size", len(rows))
     structlog.contextvars.bind_contextvars(rows=len(rows))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from itertools import chain
 from operator import itemgetter
 from typing import Any
@@ -12,17 +13,24 @@ from typing import Any
 import numpy as np
 
 from service.artifact.card import ModelCard
+from service.monitoring.monitor import QualityIssue
 from service.web.duplicates import duplicates_possible, parse_checking_duplicates
-from service.web.problems import FieldError, Problem
+from service.web.problems import FieldError, Problem, escape_pointer, json_type
 
-__all__ = ["MAX_MAGNITUDE", "escape_pointer", "json_type", "parse_body", "parse_instances"]
+__all__ = ["MAX_MAGNITUDE", "InvalidInstances", "parse_body", "parse_instances"]
 
-_MAX_KEY_IN_POINTER = 64
 # Finite numbers past this make a scaled feature overflow to infinity inside the model (a 500), and sums of them
 # (errors, histogram sums) useless: no real feature or label comes near it.
 MAX_MAGNITUDE = 1e100
 _OUT_OF_RANGE = ("non_finite", f"number out of range (|x| ≤ {MAX_MAGNITUDE:g})")
 _NUMERIC_TYPES = frozenset({float, int, type(None)})
+
+
+@dataclass
+class InvalidInstances(Problem):
+    """A 422 for rows that do not fit the card; `quality` names each known feature's problem for monitoring."""
+
+    quality: list[QualityIssue] = field(default_factory=list)
 
 
 def parse_body(body: bytes) -> Any:
@@ -113,12 +121,14 @@ def _rows(instances: list[Any], card: ModelCard, key: str, errors: list[FieldErr
     names = set(card.feature_names)
     numeric = [spec.type == "numeric" for spec in features]
     rows: list[list[Any]] = []
+    quality: list[QualityIssue] = []
     for index, row in enumerate(instances):
         if type(row) is not dict:
             errors.append(FieldError(f"/{key}/{index}", f"expected an object, got {json_type(row)}"))
             continue
         if len(row) != len(features) or not names.issuperset(row):
             errors.extend(_key_errors(row, card, f"/{key}/{index}"))
+            quality.extend(QualityIssue(name, "missing") for name in card.feature_names if name not in row)
             if len(errors) > 1000:
                 break
             continue
@@ -128,14 +138,15 @@ def _rows(instances: list[Any], card: ModelCard, key: str, errors: list[FieldErr
             problem = _check(value, is_numeric)
             if problem is not None:
                 code, reason = problem
-                errors.append(FieldError(f"/{key}/{index}/{escape_pointer(spec.name)}", reason, spec.name, code))
+                errors.append(FieldError(f"/{key}/{index}/{escape_pointer(spec.name)}", reason))
+                quality.append(QualityIssue(spec.name, code))
             elif value is None:
                 values.append(math.nan if is_numeric else None)
             else:
                 values.append(float(value) if is_numeric else value)
         rows.append(values)
     if errors:
-        raise _invalid(errors)
+        raise _invalid(errors, quality)
     if all(numeric):
         return np.array(rows, dtype=np.float64)
     return np.array(rows, dtype=object)
@@ -161,7 +172,7 @@ def _check(value: Any, is_numeric: bool) -> tuple[str, str] | None:
 
 def _key_errors(row: dict[str, Any], card: ModelCard, pointer: str) -> list[FieldError]:
     errors = [
-        FieldError(f"{pointer}/{escape_pointer(name)}", "missing feature", name, "missing")
+        FieldError(f"{pointer}/{escape_pointer(name)}", "missing feature")
         for name in card.feature_names
         if name not in row
     ]
@@ -170,37 +181,17 @@ def _key_errors(row: dict[str, Any], card: ModelCard, pointer: str) -> list[Fiel
     return errors
 
 
-def _invalid(errors: list[FieldError]) -> Problem:
+def _invalid(errors: list[FieldError], quality: list[QualityIssue] | None = None) -> InvalidInstances:
     count = len(errors)
-    return Problem(
+    return InvalidInstances(
         status=422,
         title="Invalid instances",
         detail=f"{count} invalid value{'s' if count != 1 else ''} in the request body; see errors.",
         slug="invalid-instances",
         errors=errors,
+        quality=quality or [],
     )
 
 
 def _pointer(name: str) -> str:
     return "/" + escape_pointer(name)
-
-
-def escape_pointer(name: str) -> str:
-    """A JSON Pointer segment (RFC 6901), truncated so a megabyte-long key is not echoed back."""
-    if len(name) > _MAX_KEY_IN_POINTER:
-        name = name[:_MAX_KEY_IN_POINTER] + "…"
-    return name.replace("~", "~0").replace("/", "~1")
-
-
-def json_type(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "boolean"
-    if isinstance(value, int | float):
-        return "number"
-    if isinstance(value, str):
-        return "string"
-    if isinstance(value, list):
-        return "array"
-    return "object"
