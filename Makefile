@@ -43,7 +43,7 @@ run: model
 # (real gunicorn, Prometheus, wrk) and the property tests at their full example count included.
 test: install-dev system-deps
 	$(BIN)/lint-imports --no-cache
-	HYPOTHESIS_PROFILE=full $(BIN)/python -m pytest -n 2 --dist loadgroup
+	$(BIN)/python -m pytest
 
 # The tier to run while editing: no processes started, property tests at a small example count, both cores.
 test-fast: install-dev

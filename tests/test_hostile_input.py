@@ -44,6 +44,7 @@ from service.web.app import create_app
 from service.web.openapi import build_document
 from service.web.validation import MAX_MAGNITUDE
 from tests.conftest import InMemoryTelemetry
+from tests.support.examples import examples
 from tests.support.ports import free_port
 from tests.test_serving import serve
 
@@ -406,7 +407,7 @@ class TestPredictThroughTheTestClient:
     def test_fixed_bodies(self, target: Target, body: bytes) -> None:
         self._send(target, body)
 
-    @settings(FAST, max_examples=600)
+    @settings(FAST, max_examples=examples(600))
     @given(data=st.data())
     def test_generated_bodies(self, target: Target, data: st.DataObject) -> None:
         self._send(target, data.draw(raw_bodies(predict_documents(target.card, target.settings.max_batch))))
@@ -434,7 +435,7 @@ class TestPredictThroughTheTestClient:
 class TestFeedbackThroughTheTestClient:
     """POST /feedback with generated JSON, ids known and unknown: the same invariants."""
 
-    @settings(FAST, max_examples=300)
+    @settings(FAST, max_examples=examples(300))
     @given(data=st.data())
     def test_generated_bodies(self, target: Target, known_ids: list[str], data: st.DataObject) -> None:
         documents = feedback_documents(target.card, target.settings.max_batch, known_ids)
@@ -477,7 +478,7 @@ CONTENT_TYPES = st.one_of(
 class TestTransportThroughTheTestClient:
     """Wrong content types, oversized bodies, unknown routes and methods: the right 4xx, as a problem."""
 
-    @settings(FAST, max_examples=200)
+    @settings(FAST, max_examples=examples(200))
     @given(
         path=st.sampled_from(["/predict", "/feedback"]),
         content_type=CONTENT_TYPES,
@@ -498,7 +499,7 @@ class TestTransportThroughTheTestClient:
         )
         STATS[("content-type", response.status_code)] += 1
 
-    @settings(FAST, max_examples=100)
+    @settings(FAST, max_examples=examples(100))
     @given(extra=st.integers(1, 200_000), path=st.sampled_from(["/predict", "/feedback"]))
     def test_oversized_bodies(self, target: Target, extra: int, path: str) -> None:
         response = target.client.post(
@@ -508,7 +509,7 @@ class TestTransportThroughTheTestClient:
         check_response(413, response.content_type, response.get_data(as_text=True), None, target.document, "")
         STATS[("oversized", 413)] += 1
 
-    @settings(FAST, max_examples=100)
+    @settings(FAST, max_examples=examples(100))
     @given(
         path=st.one_of(
             st.sampled_from(["/predict", "/feedback", "/healthz", "/readyz", "/model", "/metrics", "/openapi.json"]),

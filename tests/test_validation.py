@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from service.artifact.card import FeatureSpec, ModelCard
 from service.web.problems import Problem
 from service.web.validation import MAX_MAGNITUDE, _numeric_rows, _rows, parse_instances
+from tests.support.examples import examples
 
 NAMES = ("age", "bmi", "s1")
 CARD = ModelCard(
@@ -113,7 +114,7 @@ _ROWS = st.one_of(
 )
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(st.lists(_ROWS, min_size=1, max_size=6))
 def test_same_outcome_as_the_exact_checks(instances: list[Any]) -> None:
     """Whatever the rows hold, the response is the one the value-by-value checks give."""
