@@ -72,6 +72,16 @@ def _profile(args: argparse.Namespace) -> int:
     return 0
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected at least 1, got {value}")
+    return value
+
+
 def _loadgen(args: argparse.Namespace) -> int:
     from service.rehearsal.loadgen import main_from_args
 
@@ -128,6 +138,9 @@ def _parser() -> argparse.ArgumentParser:
     loadgen.add_argument("--duration", type=float, default=60.0, help="seconds (ignored with --schedule)")
     loadgen.add_argument(
         "--schedule", help="phases, e.g. steady:300,drift+feedback:300 (default for compose: see docs)"
+    )
+    loadgen.add_argument(
+        "--repeat", type=_positive_int, default=1, help="run the --schedule this many times (compose: 144, a day)"
     )
     loadgen.add_argument("--rate", type=float, default=10.0, help="requests per second")
     loadgen.add_argument("--batch", type=int, default=1, help="rows per request")

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import requests
+import yaml
 
 from service.cli import main
 from service.rehearsal.loadgen import LoadGenerator, Options, Phase, parse_schedule
@@ -33,6 +34,28 @@ class TestSchedule:
     def test_cli_rejects_unknown_scenario(self, capsys: pytest.CaptureFixture[str]) -> None:
         assert main(["loadgen", "--scenario", "chaos", "--url", "http://127.0.0.1:9"]) == 2
         assert "unknown scenario" in capsys.readouterr().err
+
+    def test_readme_schedule_command_runs_until_it_needs_the_service(self, capsys: pytest.CaptureFixture[str]) -> None:
+        # README's `modellens loadgen --url … --schedule default`, and compose's `--repeat 144`: both parse and
+        # fail only for want of a service (exit 2 with a message, never a traceback).
+        url = f"http://127.0.0.1:{free_port()}"
+        assert main(["loadgen", "--url", url, "--schedule", "default"]) == 2
+        assert main(["loadgen", "--url", url, "--schedule", "default", "--repeat", "144", "--rate", "5"]) == 2
+        assert capsys.readouterr().err.count("cannot reach the service") == 2
+
+    def test_compose_loadgen_command_is_accepted(self, capsys: pytest.CaptureFixture[str]) -> None:
+        compose = yaml.safe_load((Path(__file__).parents[1] / "docker-compose.yml").read_text())
+        argv = [part.replace("${LOADGEN_RATE}", "5") for part in compose["services"]["loadgen"]["command"]]
+        argv[argv.index("--url") + 1] = f"http://127.0.0.1:{free_port()}"
+        assert main(argv) == 2
+        assert "cannot reach the service" in capsys.readouterr().err
+
+    @pytest.mark.parametrize("repeat", ["0", "-3", "many"])
+    def test_repeat_must_be_a_positive_count(self, repeat: str, capsys: pytest.CaptureFixture[str]) -> None:
+        with pytest.raises(SystemExit) as exit_info:
+            main(["loadgen", "--schedule", "default", "--repeat", repeat])
+        assert exit_info.value.code == 2
+        assert "--repeat" in capsys.readouterr().err
 
     def test_cli_reports_unreachable_service(self, capsys: pytest.CaptureFixture[str]) -> None:
         assert main(["loadgen", "--url", f"http://127.0.0.1:{free_port()}", "--duration", "1"]) == 2

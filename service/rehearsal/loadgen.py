@@ -415,8 +415,7 @@ def main_from_args(args: Any) -> int:
     try:
         if args.schedule:
             phases = parse_schedule(DEFAULT_SCHEDULE if args.schedule == "default" else args.schedule)
-            if args.repeat:
-                phases = phases * args.repeat
+            phases = phases * args.repeat
         else:
             scenarios = frozenset(name.strip() for name in args.scenario.split(",") if name.strip())
             unknown = scenarios - set(SCENARIOS)
