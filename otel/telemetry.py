@@ -14,6 +14,7 @@ from opentelemetry.sdk._logs import LoggerProvider
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.trace import NoOpTracerProvider, TracerProvider
 
+from otel.destinations import exporter_options
 from otel.exporters import FastOTLPLogExporter, FastOTLPSpanExporter
 from otel.logs import configure_logging, setup_logs
 from otel.metrics import MetricPusher, setup_metrics
@@ -23,7 +24,6 @@ from otel.resilience import (
     ResilientLogExporter,
     ResilientMetricExporter,
     ResilientSpanExporter,
-    export_timeout,
     register_instruments,
 )
 from otel.resource import build_resource
@@ -71,7 +71,8 @@ class Telemetry:
         and its `OTEL_*_EXPORTER` is not `none`; metrics are always readable at `GET /metrics` as well. Queue sizes
         and intervals come from the SDK's own variables (`OTEL_BSP_*`, `OTEL_BLRP_*`, `OTEL_METRIC_EXPORT_*`);
         the export timeout from `OTEL_EXPORTER_OTLP[_<SIGNAL>]_TIMEOUT` in milliseconds, as the specification
-        says (`otel.resilience.export_timeout`). Every exporter is wrapped to count what an outage drops.
+        says (`otel.resilience.export_timeout`). Endpoints, headers, compression and TLS files come from `env`
+        (`otel.destinations`). Every exporter is wrapped to count what an outage drops.
         """
         env = os.environ if env is None else env
         if env.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
@@ -84,7 +85,7 @@ class Telemetry:
 
         span_exporter = None
         if _wants_otlp(env, "TRACES"):
-            span_exporter = ResilientSpanExporter(FastOTLPSpanExporter(timeout=export_timeout(env, "TRACES")))
+            span_exporter = ResilientSpanExporter(FastOTLPSpanExporter(**exporter_options(env, "TRACES")))
             exporting["traces"] = "otlp"
         tracer_provider = setup_tracing(resource, span_exporter)
 
@@ -94,7 +95,7 @@ class Telemetry:
         if _wants_otlp(env, "METRICS"):
             from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
 
-            metric_exporter = ResilientMetricExporter(OTLPMetricExporter(timeout=export_timeout(env, "METRICS")))
+            metric_exporter = ResilientMetricExporter(OTLPMetricExporter(**exporter_options(env, "METRICS")))
             pusher = MetricPusher(
                 reader.collect_data,
                 metric_exporter,
@@ -105,7 +106,7 @@ class Telemetry:
 
         log_exporter = None
         if _wants_otlp(env, "LOGS"):
-            log_exporter = ResilientLogExporter(FastOTLPLogExporter(timeout=export_timeout(env, "LOGS")))
+            log_exporter = ResilientLogExporter(FastOTLPLogExporter(**exporter_options(env, "LOGS")))
             exporting["logs"] = "otlp"
         logger_provider = setup_logs(resource, log_exporter) if log_exporter is not None else None
         health = [e.health for e in (span_exporter, metric_exporter, log_exporter) if e is not None]
