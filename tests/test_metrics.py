@@ -15,6 +15,7 @@ from otel.metrics import MetricPusher
 from otel.openmetrics import OpenMetricsReader
 from otel.telemetry import Telemetry
 from tests.support.metrics import data_points
+from tests.support.otlp import OTLPReceiver
 
 
 class _Recording(MetricExporter):
@@ -82,25 +83,29 @@ class TestMetricPusher:
 class TestTelemetryFromEnv:
     """With an OTLP endpoint, metrics are pushed from the same reader `/metrics` renders: one reader."""
 
-    def test_one_reader_and_a_pusher(self) -> None:
-        telemetry = Telemetry.from_env(
-            service_name="test",
-            service_version="0",
-            env={
-                "OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:9",  # nothing listens; nothing is pushed here
-                "OTEL_METRIC_EXPORT_INTERVAL": "3600000",
-                "OTEL_TRACES_EXPORTER": "none",
-                "OTEL_LOGS_EXPORTER": "none",
-            },
-        )
-        try:
-            assert telemetry.metric_pusher is not None
-            assert telemetry.exporting == {"metrics": "otlp"}
-            assert list(telemetry.meter_provider._metric_readers) == [telemetry.metrics_reader]  # type: ignore[attr-defined]
-            assert telemetry.metric_pusher._interval == 3600.0
-        finally:
-            telemetry.metric_pusher._exporter = _Recording()  # type: ignore[union-attr]  # skip the dead endpoint
-            telemetry.shutdown()
+    def test_one_reader_serves_the_scrape_and_the_push(self) -> None:
+        with OTLPReceiver() as receiver:
+            telemetry = Telemetry.from_env(
+                service_name="test",
+                service_version="0",
+                env={
+                    "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint,
+                    "OTEL_METRIC_EXPORT_INTERVAL": "3600000",  # no periodic push: only the one at shutdown
+                    "OTEL_TRACES_EXPORTER": "none",
+                    "OTEL_LOGS_EXPORTER": "none",
+                },
+            )
+            try:
+                assert telemetry.exporting == {"metrics": "otlp"}
+                assert telemetry.metrics_reader is not None
+                telemetry.meter_provider.get_meter("test").create_counter("checkouts", unit="1").add(5)
+                body, _ = telemetry.metrics_reader.render()
+                assert b"checkouts_total 5" in body
+                assert receiver.metrics("checkouts") == []  # an hour's interval: nothing pushed yet
+            finally:
+                telemetry.shutdown()
+            receiver.wait_for(lambda r: bool(r.metrics("checkouts")))
+            assert [point.value for point in receiver.metrics("checkouts")] == [5]
 
     def test_no_endpoint_no_pusher(self) -> None:
         telemetry = Telemetry.from_env(service_name="test", service_version="0", env={})
