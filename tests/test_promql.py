@@ -315,7 +315,7 @@ EXPECTED_ALERTS = {"ModelLatencySLOBurnFast", "ModelLatencySLOBurnSlow", "ModelH
 def _traffic(http: requests.Session, service: Service, slices: dict[str, list[float]]) -> None:
     """Predictions across each feature's range, batches, rejected and malformed requests, out-of-range rows, slow
     and failing requests (injected faults), then ground truth for most predictions."""
-    card = service.artifact.card
+    card = service.card
     for i in range(30):
         assert _predict(http, service, [_row(card, (i % 10) / 10, i, slices)]).status_code == 200
     for i in range(4):
@@ -353,10 +353,10 @@ def _traffic(http: requests.Session, service: Service, slices: dict[str, list[fl
 def _warm_up(http: requests.Session, service: Service, slices: dict[str, list[float]]) -> None:
     """One request of each outcome, so their series exist before the measured traffic, as in production where
     Prometheus scrapes long before an incident: rate() cannot see the increase that creates a series."""
-    row = [_row(service.artifact.card, 0.5, 0, slices)]
+    row = [_row(service.card, 0.5, 0, slices)]
     assert _predict(http, service, row).status_code == 200
     assert _predict(http, service, row, **{"X-Modellens-Fault": "error"}).status_code == 500
-    assert _predict(http, service, [{service.artifact.card.features[-1].name: "x"}]).status_code == 422
+    assert _predict(http, service, [{service.card.features[-1].name: "x"}]).status_code == 422
     unsupported = http.post(f"{service.base}/predict", data="x", headers={"Content-Type": "text/plain"}, timeout=10)
     assert unsupported.status_code == 415
     assert http.get(f"{service.base}/no-such-route", timeout=10).status_code == 404
@@ -582,8 +582,8 @@ class TestEveryExpressionRuns:
             variables = {**GRAFANA_RANGES, "__rate_interval": "1h", **service.variables}
             live_shares = by_bin(substitute(live.text, variables))
             reference = by_bin(substitute(training.text, variables))
-            if service.artifact.card.task == "classification":
-                assert set(reference) == set(service.artifact.card.classes), service.job
+            if service.card.task == "classification":
+                assert set(reference) == set(service.card.classes), service.job
             else:  # quantile bins "0", "1", ... of the training predictions
                 assert len(reference) >= 2 and set(reference) == {str(i) for i in range(len(reference))}, service.job
             assert set(live_shares) == set(reference), service.job
