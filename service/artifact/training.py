@@ -186,8 +186,9 @@ def build_pipeline(features: Sequence[FeatureSpec], task: Task) -> Pipeline:
         transformers.append(("categorical", Pipeline(steps), categorical))
     model = Ridge() if task == "regression" else LogisticRegression(max_iter=1000)
     if not categorical:
-        # All numeric: the column selection is the identity, and a ColumnTransformer would cost ~1 ms per call
-        # (most of a single-row prediction) for nothing.
+        # All numeric: the column selection is the identity, and a ColumnTransformer would cost most of a
+        # single-row prediction for nothing (`make bench`, the
+        # single-row `bare` configuration).
         return Pipeline([*transformers[0][1].steps, ("model", model)])
     return Pipeline([("features", ColumnTransformer(transformers)), ("model", model)])
 

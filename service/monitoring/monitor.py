@@ -114,7 +114,8 @@ class ModelMonitor:
         """Count one request's scored rows (n × features, card order) and their predictions.
 
         Rows are held back and binned together once `_FOLD_ROWS` have arrived (or their window time slot ends),
-        in one vectorised pass: binning costs ~1 µs a row that way and ~20 µs for one row alone. Every read folds
+        in one vectorised pass, far cheaper per row than binning each alone (micro-benchmark `monitor`,
+        `benchmarks/micro.py`). Every read folds
         them in first, so what is read is always exact. The arrays are kept, so the caller must not change them.
         """
         stamp = self._window.stamp()
