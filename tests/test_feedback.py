@@ -22,15 +22,10 @@ from otel.openmetrics import OpenMetricsReader
 from service.artifact.datasets import load_bundled
 from service.artifact.model import Model, load_model
 from service.artifact.training import to_matrix
+from service.groundtruth.ids import new_prediction_ids
 from service.groundtruth.metrics import DELAY_BUCKETS, FeedbackInstruments
-from service.groundtruth.store import (
-    FeedbackItem,
-    FeedbackResult,
-    JoinedLabel,
-    PredictionLog,
-    PredictionRequest,
-    new_prediction_ids,
-)
+from service.groundtruth.records import FeedbackItem, FeedbackResult, JoinedLabel, PredictionRequest
+from service.groundtruth.store import PredictionLog
 from service.web.feedback_body import parse_feedback, summarize
 from service.web.problems import Problem
 from tests.support.metrics import data_points

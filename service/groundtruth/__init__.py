@@ -3,18 +3,16 @@
 It imports only `service.artifact`.
 """
 
+from service.groundtruth.ids import new_prediction_ids, split_prediction_id
 from service.groundtruth.metrics import FeedbackInstruments
-from service.groundtruth.store import (
+from service.groundtruth.records import (
     FeedbackItem,
     FeedbackResult,
     JoinedLabel,
-    LogStats,
-    PredictionLog,
     PredictionRequest,
     StoredPrediction,
-    new_prediction_ids,
-    split_prediction_id,
 )
+from service.groundtruth.store import LogStats, PredictionLog
 
 __all__ = [
     "FeedbackInstruments",

@@ -11,7 +11,7 @@ from typing import Any
 from opentelemetry.metrics import Counter, Meter
 
 from service.artifact import OTHER, ModelCard
-from service.groundtruth.store import FeedbackResult, JoinedLabel
+from service.groundtruth.records import FeedbackResult, JoinedLabel
 
 __all__ = ["DELAY_BUCKETS", "FeedbackInstruments"]
 

@@ -15,7 +15,8 @@ from otel.telemetry import Telemetry, installed
 from service.artifact.model import Model, ModelLoadError, load_model
 from service.artifact.profile import PROFILE_FILE, ReferenceProfile
 from service.groundtruth import FeedbackInstruments
-from service.groundtruth.store import PredictionLog, split_prediction_id
+from service.groundtruth.ids import split_prediction_id
+from service.groundtruth.store import PredictionLog
 from service.monitoring.instruments import ModelInstruments
 from service.monitoring.monitor import ModelMonitor
 from service.monitoring.shadow import ShadowScorer

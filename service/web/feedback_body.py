@@ -7,7 +7,7 @@ import re
 from typing import Any
 
 from service.artifact import ModelCard
-from service.groundtruth import FeedbackItem, FeedbackResult
+from service.groundtruth.records import FeedbackItem, FeedbackResult
 from service.web.problems import FieldError, Problem, escape_pointer, json_type
 from service.web.validation import MAX_MAGNITUDE
 

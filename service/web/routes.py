@@ -15,7 +15,9 @@ from opentelemetry.trace import Tracer
 from service.artifact.model import Model
 from service.artifact.profile import slice_label
 from service.groundtruth import FeedbackInstruments
-from service.groundtruth.store import PredictionLog, PredictionRequest, new_prediction_ids
+from service.groundtruth.ids import new_prediction_ids
+from service.groundtruth.records import PredictionRequest
+from service.groundtruth.store import PredictionLog
 from service.monitoring.instruments import ModelInstruments
 from service.monitoring.monitor import ModelMonitor
 from service.monitoring.shadow import ShadowScorer

@@ -18,14 +18,10 @@ from typing import Any
 import numpy as np
 import pytest
 
-from service.groundtruth import store as predictions
-from service.groundtruth.store import (
-    FeedbackItem,
-    PredictionLog,
-    PredictionRequest,
-    new_prediction_ids,
-    split_prediction_id,
-)
+from service.groundtruth import retention
+from service.groundtruth.ids import new_prediction_ids
+from service.groundtruth.records import FeedbackItem, PredictionRequest
+from service.groundtruth.store import PredictionLog
 
 VERSION = "0123456789ab"
 ROOT = Path(__file__).resolve().parent.parent
@@ -199,11 +195,6 @@ class TestBatchRequests:
         result = log.add_feedback([FeedbackItem(past_end, 1.0), FeedbackItem(request.prediction_ids[1], 2.0)])
         assert (result.unknown_ids, [label.prediction for label in result.joined]) == ([past_end], [2.0])
 
-    def test_split_prediction_id(self) -> None:
-        request_id, ids = new_prediction_ids(3)
-        assert [split_prediction_id(pid) for pid in ids] == [(request_id, 0), (request_id, 1), (request_id, 2)]
-        assert split_prediction_id("g" * 32) is None and split_prediction_id("0" * 31) is None
-
     def test_purge_by_max_rows_deletes_whole_requests_and_their_labels(self, path: Path) -> None:
         with _open(path, max_rows=250) as log:
             old = _request([{"age": 1.0}] * 200, [1.0] * 200, created_at=1000.0)
@@ -265,7 +256,8 @@ class TestRestart:
         script = (
             "import sys, time\n"
             "from pathlib import Path\n"
-            "from service.groundtruth.store import PredictionLog, PredictionRequest\n"
+            "from service.groundtruth.records import PredictionRequest\n"
+            "from service.groundtruth.store import PredictionLog\n"
             "log = PredictionLog(Path(sys.argv[1]), retention_seconds=None, max_rows=None).open()\n"
             "for i in range(2000):\n"
             "    log.record([PredictionRequest(f'{i:024x}', None, time.time(), 'm', 'v', b'{}', [1.0])])\n"
@@ -386,8 +378,8 @@ class TestRetention:
             log.close()
 
     def test_a_backlog_is_purged_a_pass_at_a_time(self, path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-        monkeypatch.setattr(predictions, "_PURGE_CHUNK", 3)
-        monkeypatch.setattr(predictions, "_PURGE_PASS", 6)
+        monkeypatch.setattr(retention, "_PURGE_CHUNK", 3)
+        monkeypatch.setattr(retention, "_PURGE_PASS", 6)
         with _open(path) as unbounded:
             unbounded.record(_records(50, created_at=time.time() - 7200))
         with _open(path, retention_seconds=3600) as bounded:

@@ -1,0 +1,250 @@
+"""The prediction log's write-behind queue: request threads hand over rows, one thread commits them in batches.
+
+`put` queues an operation and returns at once; when the queue holds `queue_size` rows it blocks until the writer
+catches up, so an acknowledged prediction is never dropped. The writer thread commits what is queued in one
+transaction per batch (retrying failed ones), and runs the log's purge every `purge_interval` seconds or after
+`purge_every_rows` rows. What an operation means, and how a batch turns into SQL, is the caller's (`encode`,
+`write` and `purge`); this module owns the queue, the thread and the order of commits.
+"""
+
+from __future__ import annotations
+
+import enum
+import sqlite3
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Generic, TypeVar
+
+import structlog
+
+__all__ = ["WriteBehind", "WriterState", "WriterStats"]
+
+# Every event of the prediction log comes from one logger, whichever module raises it: its name is in each record.
+_log = structlog.get_logger("service.groundtruth.store")
+
+_MAX_BATCH_ROWS = 20_000  # rows per write transaction (a request is one insert), so producers get room back soon
+# The writer commits queued rows once they are this old, or sooner when this many are waiting (or the queue is
+# full, or on flush and close): one wake-up and one transaction per ~50 ms instead of one per request, which on
+# the request threads' side is the difference between a lock hand-off per request and almost nothing.
+_LINGER = 0.05
+_WAKE_ROWS = 4096
+
+Operation = TypeVar("Operation")  # what `put` queues
+Encoded = TypeVar("Encoded")  # a batch of operations, ready to write (encoded once, however often it is retried)
+
+
+class WriterState(enum.Enum):
+    """new → open (→ failed: the writer thread died) → closing → closed; one never opened goes new → closed."""
+
+    NEW = "new"
+    OPEN = "open"
+    FAILED = "failed"
+    CLOSING = "closing"
+    CLOSED = "closed"
+
+
+@dataclass(frozen=True)
+class WriterStats:
+    """The queue's counters: rows not yet committed, and trouble seen."""
+
+    pending: int  # rows queued or being written
+    blocked_count: int  # `put` calls that waited for room in the queue
+    write_errors: int  # failed write attempts (each retried)
+
+
+class WriteBehind(Generic[Operation, Encoded]):
+    """Operations queued by any thread, committed in order by one background thread.
+
+    `encode(batch)` runs once per batch on the writer thread; `write(connection, encoded)` runs inside a
+    `BEGIN IMMEDIATE` … `COMMIT` and is retried, with back-off, while SQLite reports an error; `purge(connection)`
+    runs one bounded purge pass and says whether nothing is left to purge.
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        *,
+        queue_size: int,
+        purge_interval: float,
+        purge_every_rows: int,
+        encode: Callable[[list[Operation]], Encoded],
+        write: Callable[[sqlite3.Connection, Encoded], None],
+        purge: Callable[[sqlite3.Connection], bool],
+    ) -> None:
+        self._path = path  # for messages and log events
+        self._queue_size = queue_size
+        self._purge_interval = purge_interval
+        self._purge_every_rows = purge_every_rows
+        self._wake_rows = min(_WAKE_ROWS, queue_size)  # a full queue wakes the writer at once
+        self._encode = encode
+        self._write = write
+        self._purge = purge
+        self._lock = threading.Lock()
+        self._work = threading.Condition(self._lock)  # the writer waits here for rows
+        self._space = threading.Condition(self._lock)  # producers wait here for room
+        self._done = threading.Condition(self._lock)  # flushers wait here for commits
+        self._queue: deque[tuple[Operation, int]] = deque()  # (operation, rows)
+        self._pending_rows = 0  # rows queued or being written
+        self._enqueued = 0  # operations accepted so far
+        self._committed = 0  # operations written so far (a prefix of the queue order)
+        self._writer_idle = False
+        self._oldest = 0.0  # when the oldest queued operation arrived
+        self._flushers = 0  # threads waiting in flush(): the writer does not linger for them
+        self._state = WriterState.NEW
+        self._abandon = threading.Event()
+        self._blocked = self._write_errors = 0
+        self._thread: threading.Thread | None = None
+
+    @property
+    def state(self) -> WriterState:
+        return self._state
+
+    # --- lifecycle ----------------------------------------------------------------------------------------
+    def start(self, connection: sqlite3.Connection) -> None:
+        """Start the writer thread on `connection` (it closes the connection when it stops)."""
+        if self._state is not WriterState.NEW:
+            raise RuntimeError(f"prediction log {self._path} is {self._state.value}; it can be opened once")
+        self._thread = threading.Thread(target=self._run, args=(connection,), name="prediction-log", daemon=True)
+        self._state = WriterState.OPEN
+        self._thread.start()
+
+    def close(self, timeout: float, *, grace: float) -> bool:
+        """Write everything queued and stop the thread, abandoning the queue after `timeout` (+ `grace` for the
+        SQLite call in progress). False if there was nothing to stop: never started, or closed by another call."""
+        with self._lock:
+            if self._state in (WriterState.NEW, WriterState.CLOSING, WriterState.CLOSED):  # closing: another thread
+                self._state = WriterState.CLOSED if self._state is WriterState.NEW else self._state
+                return False
+            self._state = WriterState.CLOSING  # from open, or failed (the writer died; its thread is gone)
+            self._work.notify()
+            self._space.notify_all()
+        thread = self._thread
+        assert thread is not None
+        thread.join(timeout)
+        if thread.is_alive():
+            self._abandon.set()
+            thread.join(grace)
+            _log.error("prediction log closed with unwritten rows", path=str(self._path), rows=self._pending_rows)
+        with self._lock:
+            self._state = WriterState.CLOSED
+            self._done.notify_all()
+        return True
+
+    # --- producers ----------------------------------------------------------------------------------------
+    def put(self, operation: Operation, rows: int) -> None:
+        """Queue `operation` (`rows` rows' worth). Blocks (counted in `blocked_count`) while the queue is full."""
+        with self._lock:
+            if self._state is not WriterState.OPEN:
+                raise RuntimeError(f"prediction log {self._path} is not open ({self._state.value})")
+            if self._pending_rows and self._pending_rows + rows > self._queue_size:
+                self._blocked += 1
+                while self._pending_rows and self._pending_rows + rows > self._queue_size:
+                    self._space.wait()
+                    if self._state is not WriterState.OPEN:
+                        raise RuntimeError(f"prediction log {self._path} closed while waiting for room")
+            if not self._queue:
+                self._oldest = time.monotonic()
+            self._queue.append((operation, rows))
+            self._pending_rows += rows
+            self._enqueued += 1
+            if self._writer_idle and self._pending_rows >= self._wake_rows:
+                self._writer_idle = False
+                self._work.notify()
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Wait until everything queued so far is committed; False if `timeout` passed first."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._lock:
+            target = self._enqueued
+            self._flushers += 1
+            self._work.notify()
+            try:
+                while self._committed < target and self._state in (WriterState.OPEN, WriterState.CLOSING):
+                    remaining = None if deadline is None else deadline - time.monotonic()
+                    if remaining is not None and remaining <= 0:
+                        return False
+                    self._done.wait(remaining)
+                return self._committed >= target
+            finally:
+                self._flushers -= 1
+
+    def stats(self) -> WriterStats:
+        with self._lock:
+            return WriterStats(pending=self._pending_rows, blocked_count=self._blocked, write_errors=self._write_errors)
+
+    # --- the writer thread --------------------------------------------------------------------------------
+    def _run(self, connection: sqlite3.Connection) -> None:
+        try:
+            next_purge, inserted = time.monotonic(), 0  # purge first: the file may have aged while we were down
+            while True:
+                with self._lock:
+                    while self._state is WriterState.OPEN and not self._due() and time.monotonic() < next_purge:
+                        self._writer_idle = True
+                        self._work.wait(_LINGER)
+                    self._writer_idle = False
+                    batch, rows = self._take()
+                    if not batch and self._state is not WriterState.OPEN:
+                        return
+                if batch:
+                    if not self._commit(connection, batch):
+                        return
+                    with self._lock:
+                        self._pending_rows -= rows
+                        self._committed += len(batch)
+                        self._space.notify_all()
+                        self._done.notify_all()
+                    inserted += rows
+                if inserted >= self._purge_every_rows or time.monotonic() >= next_purge:
+                    finished = self._purge(connection)
+                    # A big backlog (after a long downtime) is purged a pass at a time, between write batches.
+                    next_purge = time.monotonic() + (self._purge_interval if finished else 0.0)
+                    inserted = 0
+        except Exception:
+            _log.exception("prediction log writer failed; predictions are no longer recorded", path=str(self._path))
+        finally:
+            connection.close()
+            with self._lock:
+                if self._state is WriterState.OPEN:
+                    self._state = WriterState.FAILED  # `put` raises from now on: no 200 for a row that is not logged
+                self._space.notify_all()
+                self._done.notify_all()
+
+    def _due(self) -> bool:
+        """Whether the queued operations should be written now (called with the lock held)."""
+        if not self._queue:
+            return False
+        if self._flushers > 0 or self._pending_rows >= self._wake_rows:
+            return True
+        return time.monotonic() - self._oldest >= _LINGER
+
+    def _take(self) -> tuple[list[Operation], int]:
+        batch: list[Operation] = []
+        rows = 0
+        while self._queue and rows < _MAX_BATCH_ROWS:
+            operation, count = self._queue.popleft()
+            batch.append(operation)
+            rows += count
+        return batch, rows
+
+    def _commit(self, connection: sqlite3.Connection, batch: list[Operation]) -> bool:
+        """Write `batch` in one transaction, retrying until it commits; False if `close` abandoned it."""
+        encoded = self._encode(batch)
+        delay = 0.05
+        while True:
+            try:
+                connection.execute("BEGIN IMMEDIATE")
+                self._write(connection, encoded)
+                connection.execute("COMMIT")
+                return True
+            except sqlite3.Error as error:
+                if connection.in_transaction:
+                    connection.execute("ROLLBACK")
+                self._write_errors += 1
+                _log.warning("prediction log write failed; retrying", path=str(self._path), error=str(error))
+            if self._abandon.wait(delay):
+                return False
+            delay = min(2 * delay, 1.0)
