@@ -11,7 +11,8 @@ import requests
 import yaml
 
 from service.cli import main
-from service.rehearsal.loadgen import LoadGenerator, Options, Phase, parse_schedule
+from service.rehearsal.loadgen import LoadGenerator, Options
+from service.rehearsal.scenarios import Phase, parse_schedule
 from tests.support.ports import free_port
 from tests.support.processes import ServiceProcess
 from tests.test_serving import serve

@@ -178,9 +178,27 @@ class TestWindows:
         assert monitor.snapshot()["features"]["bmi"]["window_rows"] == 250
         provider.shutdown()
 
+    @pytest.mark.parametrize(
+        ("spec", "described"),
+        [("10m", {"seconds": 600}), ("600s", {"seconds": 600}), ("1h", {"seconds": 3600}), ("250rows", {"rows": 250})],
+    )
+    def test_snapshot_names_the_window_the_setting_chose(
+        self, diabetes: Any, spec: str, described: dict[str, int]
+    ) -> None:
+        monitor, _, provider = _monitor(diabetes, window=spec)
+        try:
+            assert monitor.snapshot()["window"] == described
+        finally:
+            provider.shutdown()
+
     def test_bad_window_spec_is_refused(self, diabetes: Any) -> None:
         with pytest.raises(ValueError, match=r"use e\.g\. 10m"):
             _monitor(diabetes, window="ten minutes")
+
+    @pytest.mark.parametrize(("spec", "message"), [("0s", "longer than 0 s"), ("0rows", "at least one row")])
+    def test_empty_window_is_refused(self, diabetes: Any, spec: str, message: str) -> None:
+        with pytest.raises(ValueError, match=message):
+            _monitor(diabetes, window=spec)
 
 
 class TestHeldBackRows:

@@ -5,7 +5,8 @@ instruments. It imports only `service.artifact` (the card and the reference prof
 """
 
 from service.monitoring.instruments import ModelInstruments
-from service.monitoring.monitor import QUALITY_REASONS, ModelMonitor, QualityIssue
+from service.monitoring.monitor import ModelMonitor
+from service.monitoring.quality import QUALITY_REASONS, QualityIssue
 from service.monitoring.shadow import ShadowScorer
 
 __all__ = ["QUALITY_REASONS", "ModelInstruments", "ModelMonitor", "QualityIssue", "ShadowScorer"]

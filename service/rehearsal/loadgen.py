@@ -1,11 +1,7 @@
-"""`modellens loadgen`: traffic for a running service, with incident scenarios to rehearse on.
+"""`modellens loadgen`: open-loop HTTP traffic for a running service, shaped by incident scenarios.
 
-Scenarios (combine with `+` in a schedule, or `,` in `--scenario`):
-- steady: rows sampled from the model's reference data;
-- drift: chosen features shift gradually, from 0 to `--drift-shift` standard deviations over the phase;
-- latency-spike: a share of requests asks the service (started with MODELLENS_FAULTS=1) to slow down;
-- bad-input: a share of malformed, mistyped and out-of-range rows;
-- feedback: delayed ground truth for earlier predictions, with label noise.
+The driver: phases (`scenarios`) at a target rate through a pool of HTTP workers, rows from a `RowSource`
+(`rows`), each scenario applied to the requests it sends, and a summary of what happened.
 """
 
 from __future__ import annotations
@@ -24,41 +20,12 @@ from typing import IO, Any
 import numpy as np
 import requests
 
-__all__ = ["SCENARIOS", "LoadGenerator", "Options", "Phase", "RowSource", "parse_schedule"]
+from service.rehearsal.rows import RowSource
+from service.rehearsal.scenarios import DEFAULT_SCHEDULE, Phase, parse_scenarios, parse_schedule
 
-SCENARIOS = ("steady", "drift", "latency-spike", "bad-input", "feedback")
-# Shows every dashboard panel something within 10 minutes: baseline, drift, a latency incident, bad input.
-DEFAULT_SCHEDULE = (
-    "steady+feedback:120,drift+feedback:180,latency-spike+feedback:120,bad-input+feedback:120,steady+feedback:60"
-)
+__all__ = ["LoadGenerator", "Options", "Summary", "main_from_args"]
+
 _BAD_KINDS = ("malformed", "wrong_type", "non_finite", "missing_feature", "out_of_range")
-
-
-@dataclass(frozen=True)
-class Phase:
-    """Scenarios active together for a number of seconds."""
-
-    scenarios: frozenset[str]
-    seconds: float
-
-
-def parse_schedule(text: str) -> list[Phase]:
-    """`steady:300,drift+feedback:300` → phases; raises ValueError naming the bad part."""
-    phases = []
-    for part in text.split(","):
-        names, _, seconds = part.strip().rpartition(":")
-        scenarios = frozenset(name.strip() for name in names.split("+") if name.strip())
-        unknown = scenarios - set(SCENARIOS)
-        if not names or unknown:
-            raise ValueError(f"schedule part {part!r}: use SCENARIO[+SCENARIO]:SECONDS with {', '.join(SCENARIOS)}")
-        try:
-            duration = float(seconds)
-        except ValueError:
-            raise ValueError(f"schedule part {part!r}: {seconds!r} is not a number of seconds") from None
-        if duration <= 0:
-            raise ValueError(f"schedule part {part!r}: the duration must be positive")
-        phases.append(Phase(scenarios, duration))
-    return phases
 
 
 @dataclass
@@ -75,73 +42,6 @@ class Options:
     label_noise: float = 0.1
     concurrency: int = 8
     timeout: float = 10.0
-
-
-class RowSource:
-    """Rows like the training data: the bundled dataset when the model was trained on one, else the reference
-    profile's bins (values drawn uniformly inside each bin, bins drawn by their training share)."""
-
-    def __init__(self, card: dict[str, Any], profile: dict[str, Any] | None, rng: np.random.Generator) -> None:
-        self.card = card
-        self.features = [feature["name"] for feature in card["features"]]
-        self.numeric = [f["name"] for f in card["features"] if f["type"] == "numeric"]
-        self.task = card["task"]
-        self.classes = list(card.get("classes") or [])
-        self._rng = rng
-        self._rows: list[dict[str, Any]] | None = None
-        self._targets: list[Any] | None = None
-        dataset = str(card.get("dataset", ""))
-        if dataset.startswith("sklearn:"):
-            self._load_bundled(dataset.split(":", 1)[1])
-        if self._rows is None and profile is None:
-            raise ValueError("the model has no bundled dataset and the service gave no reference profile")
-        self._profile = profile
-        self.std = self._stds()
-
-    def _load_bundled(self, name: str) -> None:
-        from service.artifact.datasets import BUNDLED, load_bundled
-
-        if name not in BUNDLED:
-            return
-        dataset = load_bundled(name)
-        frame = dataset.frame[self.features]
-        self._rows = frame.to_dict(orient="records")
-        self._targets = dataset.target.tolist()
-
-    def _stds(self) -> dict[str, float]:
-        if self._rows is not None:
-            return {name: float(np.std([row[name] for row in self._rows])) or 1.0 for name in self.numeric}
-        stds = {}
-        for feature in self.card["features"]:
-            if feature["type"] == "numeric":
-                low, high = feature.get("min") or 0.0, feature.get("max") or 1.0
-                stds[feature["name"]] = (high - low) / 4 or 1.0
-        return stds
-
-    def sample(self) -> tuple[dict[str, Any], Any]:
-        """One row and its true target (None when unknown)."""
-        if self._rows is not None and self._targets is not None:
-            index = int(self._rng.integers(len(self._rows)))
-            return dict(self._rows[index]), self._targets[index]
-        assert self._profile is not None
-        row = {}
-        for feature in self.card["features"]:
-            dist = self._profile["features"][feature["name"]]
-            shares = np.asarray(dist["shares"], dtype=float)
-            labels = dist["labels"]
-            index = int(self._rng.choice(len(labels), p=shares / shares.sum()))
-            row[feature["name"]] = self._value(feature, dist, labels[index], index)
-        return row, None
-
-    def _value(self, feature: dict[str, Any], dist: dict[str, Any], label: str, index: int) -> Any:
-        if label == "__missing__":
-            return None
-        if dist["kind"] == "categorical":
-            return label if label != "__unseen__" else "unseen-category"
-        edges = dist["edges"]
-        low = edges[index - 1] if index > 0 else feature.get("min", edges[0] if edges else 0.0)
-        high = edges[index] if index < len(edges) else feature.get("max", edges[-1] if edges else 1.0)
-        return float(self._rng.uniform(low, high)) if high > low else float(low)
 
 
 @dataclass
@@ -417,11 +317,7 @@ def main_from_args(args: Any) -> int:
             phases = parse_schedule(DEFAULT_SCHEDULE if args.schedule == "default" else args.schedule)
             phases = phases * args.repeat
         else:
-            scenarios = frozenset(name.strip() for name in args.scenario.split(",") if name.strip())
-            unknown = scenarios - set(SCENARIOS)
-            if unknown:
-                raise ValueError(f"unknown scenario {sorted(unknown)}; choose from {', '.join(SCENARIOS)}")
-            phases = [Phase(scenarios, args.duration)]
+            phases = [Phase(parse_scenarios(args.scenario), args.duration)]
         options = Options(
             batch=args.batch,
             drift_features=tuple(f for f in (args.drift_features or "").split(",") if f),

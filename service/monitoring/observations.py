@@ -1,0 +1,179 @@
+"""The monitor's observable instruments: bin counts, reference shares, drift scores, data quality and model age.
+
+Nothing here runs on the request path: each callback reads the monitor when a reader collects. Every bin's
+attribute set is built once, at registration, and reused by every collection.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable
+from datetime import UTC, datetime
+from typing import Protocol
+
+import numpy as np
+from opentelemetry.metrics import CallbackOptions, Meter, Observation
+
+from service.artifact.card import ModelCard
+from service.artifact.profile import ReferenceProfile
+from service.monitoring.layout import BinLayout
+from service.monitoring.quality import QUALITY_REASONS, REASONS_BY_TYPE
+from service.monitoring.snapshot import Scores
+
+__all__ = ["Readings", "register_observations"]
+
+_Callback = Callable[[CallbackOptions], Iterable[Observation]]
+
+
+class Readings(Protocol):
+    """What the callbacks read from the monitor; every read includes the rows it still holds back."""
+
+    def totals(self) -> np.ndarray:
+        """Counts per flat bin since start-up (a copy)."""
+        ...
+
+    def quality_counts(self) -> np.ndarray:
+        """Data-quality issues since start-up, features × `QUALITY_REASONS` (a copy)."""
+        ...
+
+    def rejected_rows(self) -> int:
+        """Rows in requests rejected by validation since start-up."""
+        ...
+
+    def window_scores(self) -> Scores:
+        """(kind, name, slice value) → (PSI, JS distance) over the current window."""
+        ...
+
+
+def register_observations(
+    meter: Meter, card: ModelCard, profile: ReferenceProfile, layout: BinLayout, readings: Readings
+) -> None:
+    """Create the monitor's observable instruments on `meter`, reading `readings` at collection time."""
+    _Observations(card, profile, layout, readings).register(meter)
+
+
+class _Observations:
+    """The callbacks, with the attribute sets they reuse."""
+
+    def __init__(self, card: ModelCard, profile: ReferenceProfile, layout: BinLayout, readings: Readings) -> None:
+        self._card, self._profile, self._layout, self._readings = card, profile, layout, readings
+        self._common = {"model.name": card.name, "model.version": card.version}
+        self._attributes = self._build_attributes()
+        self._trained_at = _timestamp(card.trained_at)
+        self._profiled_at = _timestamp(profile.created_at)
+
+    def _build_attributes(self) -> list[dict[str, str]]:
+        """One attribute set per flat bin."""
+        attributes = []
+        for segment in self._layout.segments:
+            for label in segment.distribution.labels:
+                item = {**self._common, "bin": label}
+                if segment.kind == "feature":
+                    item["feature"] = segment.name
+                elif segment.kind == "slice":
+                    item["slice"], item["slice_value"] = segment.name, segment.value
+                attributes.append(item)
+        return attributes
+
+    def register(self, meter: Meter) -> None:
+        for kind, prefix in (("feature", "model.feature"), ("prediction", "model.prediction"),
+                             ("slice", "model.slice.prediction")):  # fmt: skip
+            unit = "{row}" if kind == "feature" else "{prediction}"
+            meter.create_observable_counter(
+                f"{prefix}.observations", [self._counts_callback(kind)], unit=unit,
+                description=f"Scored {kind} values per reference bin (every bin exists from start-up).",
+            )  # fmt: skip
+            meter.create_observable_gauge(
+                f"{prefix}.reference", [self._reference_callback(kind)], unit="1",
+                description="Training share of each bin (the reference distribution).",
+            )  # fmt: skip
+            meter.create_observable_gauge(
+                f"{prefix}.drift.score", [self._drift_callback(kind)], unit="{score}",
+                description="Drift over the in-process sliding window: method=psi or js (Jensen-Shannon distance).",
+            )  # fmt: skip
+        meter.create_observable_counter(
+            "model.data_quality.issues", [self._quality_callback], unit="{issue}",
+            description="Values with a data-quality problem, by feature and reason.",
+        )  # fmt: skip
+        meter.create_observable_counter(
+            "model.rows.rejected", [self._rejected_callback], unit="{row}",
+            description="Rows in requests rejected by validation.",
+        )  # fmt: skip
+        if self._card.task == "regression":
+            meter.create_observable_gauge(
+                "model.prediction.reference.spread", [self._spread_callback],
+                description="p90 - p10 of the training predictions: the scale for prediction disagreements.",
+            )  # fmt: skip
+        meter.create_observable_gauge("model.age", [self._age_callback], unit="s",
+                                      description="Seconds since the serving model was trained.")  # fmt: skip
+        meter.create_observable_gauge("model.reference.age", [self._reference_age_callback], unit="s",
+                                      description="Seconds since the reference profile was computed.")  # fmt: skip
+        meter.create_observable_gauge("model.training.duration", [self._training_callback], unit="s",
+                                      description="How long training the serving model took.")  # fmt: skip
+
+    def _counts_callback(self, kind: str) -> _Callback:
+        segments = self._layout.of_kind(kind)
+
+        def callback(_options: CallbackOptions) -> Iterable[Observation]:
+            totals = self._readings.totals()
+            for segment in segments:
+                for index in range(segment.start, segment.stop):
+                    yield Observation(int(totals[index]), self._attributes[index])
+
+        return callback
+
+    def _reference_callback(self, kind: str) -> _Callback:
+        observations = [
+            Observation(share, self._attributes[segment.start + offset])
+            for segment in self._layout.of_kind(kind) if sum(segment.distribution.shares) > 0
+            for offset, share in enumerate(segment.distribution.shares)
+        ]  # fmt: skip
+
+        def callback(_options: CallbackOptions) -> Iterable[Observation]:
+            return observations
+
+        return callback
+
+    def _drift_callback(self, kind: str) -> _Callback:
+        def callback(_options: CallbackOptions) -> Iterable[Observation]:
+            for (segment_kind, name, value), (psi_value, js_value) in self._readings.window_scores().items():
+                if segment_kind != kind or np.isnan(psi_value):
+                    continue
+                attributes = dict(self._common)
+                if kind == "feature":
+                    attributes["feature"] = name
+                elif kind == "slice":
+                    attributes["slice"], attributes["slice_value"] = name, value
+                yield Observation(psi_value, {**attributes, "method": "psi"})
+                yield Observation(js_value, {**attributes, "method": "js"})
+
+        return callback
+
+    def _quality_callback(self, _options: CallbackOptions) -> Iterable[Observation]:
+        quality = self._readings.quality_counts()
+        for column, spec in enumerate(self._card.features):
+            for index, reason in enumerate(QUALITY_REASONS):
+                if reason in REASONS_BY_TYPE[spec.type]:
+                    attributes = {**self._common, "feature": spec.name, "reason": reason}
+                    yield Observation(int(quality[column, index]), attributes)
+
+    def _rejected_callback(self, _options: CallbackOptions) -> Iterable[Observation]:
+        yield Observation(self._readings.rejected_rows(), self._common)
+
+    def _spread_callback(self, _options: CallbackOptions) -> Iterable[Observation]:
+        edges = self._profile.prediction.edges
+        if len(edges) > 1:
+            yield Observation(edges[-1] - edges[0], self._common)
+
+    def _age_callback(self, _options: CallbackOptions) -> Iterable[Observation]:
+        yield Observation(max(time.time() - self._trained_at, 0.0), self._common)
+
+    def _reference_age_callback(self, _options: CallbackOptions) -> Iterable[Observation]:
+        yield Observation(max(time.time() - self._profiled_at, 0.0), self._common)
+
+    def _training_callback(self, _options: CallbackOptions) -> Iterable[Observation]:
+        yield Observation(self._card.training_duration_seconds, self._common)
+
+
+def _timestamp(iso: str) -> float:
+    return datetime.strptime(iso, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC).timestamp()
