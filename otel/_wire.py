@@ -21,6 +21,8 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
+from otel._sdk import attribute_items
+
 __all__ = ["encode_logs", "encode_spans"]
 
 _FIXED64 = struct.Struct("<Q")
@@ -122,11 +124,8 @@ def _remember(cache: dict[Any, bytes], key: Any, encoded: bytes) -> bytes:
 def _attributes(field: int, attributes: Mapping[str, Any] | None) -> bytes:
     if not attributes:
         return b""
-    # The SDK's BoundedAttributes keeps a plain dict: iterating it directly skips the Mapping ABC's per-key
-    # __getitem__ calls (a third of a log record's encoding). Anything else is iterated as a mapping.
-    plain = getattr(attributes, "_dict", None)
-    items = plain.items() if isinstance(plain, dict) else attributes.items()
-    return b"".join([_attribute(field, key, value) for key, value in items])
+    # Straight from the dict inside the SDK's BoundedAttributes (`otel._sdk.attribute_items` says why).
+    return b"".join([_attribute(field, key, value) for key, value in attribute_items(attributes)])
 
 
 def _resource(resource: Resource) -> bytes:

@@ -44,7 +44,7 @@ from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import SpanContext, get_current_span
 from opentelemetry.util.types import AnyValue, Attributes
 
-__all__ = ["DEFAULT_BOUNDARIES", "HistogramProducer", "merge"]
+__all__ = ["DEFAULT_BOUNDARIES", "HistogramProducer"]
 
 _log = logging.getLogger(__name__)
 
@@ -102,29 +102,6 @@ class HistogramProducer:
             return None
         scope_metrics = [ScopeMetrics(scope, metrics, scope.schema_url or "") for scope, metrics in scopes.items()]
         return MetricsData([ResourceMetrics(self._resource, scope_metrics, self._resource.schema_url)])
-
-
-def merge(data: MetricsData | None, produced: MetricsData | None) -> MetricsData | None:
-    """`data` with `produced`'s metrics added: into the scope of the same resource they share, else alongside."""
-    if produced is None or data is None:
-        return data if produced is None else produced
-    resources = list(data.resource_metrics)
-    for extra in produced.resource_metrics:
-        index = next((i for i, r in enumerate(resources) if r.resource == extra.resource), None)
-        if index is None:
-            resources.append(extra)
-            continue
-        scopes = list(resources[index].scope_metrics)
-        for extra_scope in extra.scope_metrics:
-            same = next((i for i, s in enumerate(scopes) if s.scope == extra_scope.scope), None)
-            if same is None:
-                scopes.append(extra_scope)
-            else:
-                merged = [*scopes[same].metrics, *extra_scope.metrics]
-                scopes[same] = ScopeMetrics(scopes[same].scope, merged, scopes[same].schema_url)
-        resource = resources[index]
-        resources[index] = ResourceMetrics(resource.resource, scopes, resource.schema_url)
-    return MetricsData(resources)
 
 
 class _Histogram(Histogram):

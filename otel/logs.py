@@ -21,7 +21,7 @@ import sys
 import threading
 import time
 import weakref
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import IO, Any
 
 import orjson
@@ -36,6 +36,8 @@ from opentelemetry.sdk._logs.export import BatchLogRecordProcessor, LogRecordExp
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from structlog.typing import EventDict, Processor, WrappedLogger
+
+from otel import _sdk
 
 __all__ = ["OTelBridgeHandler", "add_trace_context", "configure_logging", "flush_logs", "setup_logs"]
 
@@ -62,17 +64,6 @@ def setup_logs(resource: Resource, exporter: LogRecordExporter | None = None, *,
         if isinstance(processor, BatchLogRecordProcessor):
             _BATCHED[provider] = processor
     return provider
-
-
-def _batch_queue(processor: BatchLogRecordProcessor | None) -> Callable[[ReadableLogRecord], None] | None:
-    """The batch queue's `emit`, which BatchLogRecordProcessor.on_emit ends in; None if this SDK hides it.
-
-    It is the SDK's private `_batch_processor` (opentelemetry-sdk 1.45): if a later SDK renames it, the bridge
-    falls back to the handler path, slower but the same records.
-    """
-    inner = getattr(processor, "_batch_processor", None)
-    emit = getattr(inner, "emit", None)
-    return emit if callable(emit) else None
 
 
 def add_trace_context(_logger: WrappedLogger, _method: str, event_dict: EventDict) -> EventDict:
@@ -102,7 +93,7 @@ class OTelBridgeHandler(LoggingHandler):
 
     def __init__(self, logger_provider: LoggerProvider) -> None:
         super().__init__(logger_provider=logger_provider)
-        self._enqueue = _batch_queue(_BATCHED.get(logger_provider))
+        self._enqueue = _sdk.batch_queue(_BATCHED.get(logger_provider))  # None: through the handler
         self._scopes: dict[str, tuple[Resource, InstrumentationScope]] = {}
         self._provider = logger_provider
 

@@ -19,9 +19,6 @@ from opentelemetry.metrics import (
     UpDownCounter,
 )
 from opentelemetry.metrics import Meter as APIMeter
-from opentelemetry.metrics import (
-    _Gauge as Gauge,
-)
 from opentelemetry.sdk.environment_variables import OTEL_METRICS_EXEMPLAR_FILTER
 from opentelemetry.sdk.metrics import (
     AlwaysOffExemplarFilter,
@@ -35,6 +32,7 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.util.types import Attributes
 
+from otel._sdk import Gauge
 from otel.histograms import HistogramProducer
 
 __all__ = ["SECONDS_BUCKETS", "MetricPusher", "setup_metrics"]

@@ -25,14 +25,12 @@ from opentelemetry.sdk.metrics import (
     ObservableGauge,
     ObservableUpDownCounter,
     UpDownCounter,
-    _Gauge,
 )
 from opentelemetry.sdk.metrics.export import (
     AggregationTemporality,
     Gauge,
     HistogramDataPoint,
     Metric,
-    MetricReader,
     MetricsData,
     Sum,
 )
@@ -47,7 +45,8 @@ from otel._naming import (
     prometheus_name,
     prometheus_unit,
 )
-from otel.histograms import merge
+from otel._sdk import PullMetricReader, SDKGauge
+from otel.metrics_data import merge
 
 __all__ = ["CONTENT_TYPE_OPENMETRICS", "CONTENT_TYPE_TEXT", "OpenMetricsReader", "prometheus_name"]
 
@@ -59,7 +58,7 @@ _INSTRUMENTS = (
     Counter,
     UpDownCounter,
     Histogram,
-    _Gauge,
+    SDKGauge,
     ObservableCounter,
     ObservableUpDownCounter,
     ObservableGauge,
@@ -67,13 +66,13 @@ _INSTRUMENTS = (
 _logger = logging.getLogger(__name__)
 
 
-class OpenMetricsReader(MetricReader):
+class OpenMetricsReader(PullMetricReader):
     """Pull reader: collects on demand and renders the Prometheus exposition formats."""
 
     def __init__(self, *, resource_as_target_info: bool = True) -> None:
         super().__init__(preferred_temporality=dict.fromkeys(_INSTRUMENTS, AggregationTemporality.CUMULATIVE))
         self._target_info = resource_as_target_info
-        self._lock = threading.RLock()  # re-entered: collect() calls _receive_metrics() on this thread
+        self._lock = threading.RLock()  # re-entered: collect() calls receive() on this thread
         self._received: MetricsData | None = None
         self._closed = False
         self._reported: set[str] = set()  # family names whose conflicts were logged once already
@@ -106,7 +105,8 @@ class OpenMetricsReader(MetricReader):
                 data = merge(data, produce())
             return None if data is None else self._exemplars.keep(data)
 
-    def _receive_metrics(self, metrics_data: MetricsData, timeout_millis: float = 10_000, **kwargs: Any) -> None:
+    def receive(self, metrics_data: MetricsData) -> None:
+        """What `collect()` collected (called on the collecting thread)."""
         with self._lock:
             self._received = metrics_data
 

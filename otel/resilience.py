@@ -32,6 +32,8 @@ from opentelemetry.sdk.metrics.export import MetricExporter, MetricExportResult,
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
+from otel import _sdk
+
 __all__ = [
     "DEFAULT_EXPORT_TIMEOUT_MS",
     "ExportHealth",
@@ -49,10 +51,8 @@ _REASON_CHARS = 300
 
 _log = structlog.get_logger("otel.resilience")
 
-# The batch processors report an overflowing queue only through this log line (one per dropped item).
-_PROCESSOR_LOGGER = "opentelemetry.sdk._shared_internal"
-_QUEUE_FULL_MESSAGE = "Queue full, dropping %s."
-_QUEUE_SIGNALS = {"Span": "traces", "Log": "logs"}
+# The batch processors report an overflowing queue only through a log line, one per dropped item (`otel._sdk`).
+_QUEUE_SIGNALS = ("traces", "logs")
 
 
 def export_timeout(env: Mapping[str, str], signal: str) -> float:
@@ -156,13 +156,12 @@ class _QueueDrops(logging.Filter):
     def __init__(self) -> None:
         super().__init__()
         self._lock = threading.Lock()
-        self.counts: dict[str, int] = dict.fromkeys(_QUEUE_SIGNALS.values(), 0)
+        self.counts: dict[str, int] = dict.fromkeys(_QUEUE_SIGNALS, 0)
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if record.msg != _QUEUE_FULL_MESSAGE:
+        signal = _sdk.queue_drop_signal(record)
+        if signal is None:
             return True
-        args = record.args if isinstance(record.args, tuple) else ()
-        signal = _QUEUE_SIGNALS.get(str(args[0]) if args else "", "other")
         with self._lock:
             self.counts[signal] = self.counts.get(signal, 0) + 1
         return False
@@ -182,11 +181,7 @@ def _hook_logs(exporter: object) -> None:
             logger = logging.getLogger(cls.__module__)
             if _capture not in logger.filters:
                 logger.addFilter(_capture)
-        processors = logging.getLogger(_PROCESSOR_LOGGER)
-        if _queue_drops not in processors.filters:
-            processors.filters.insert(0, _queue_drops)  # before the SDK's DuplicateFilter, which hides repeats
-            if processors.getEffectiveLevel() > logging.WARNING:
-                processors.setLevel(logging.WARNING)  # the line must be created to be counted; it is never shown
+        _sdk.watch_queue_drops(_queue_drops)
 
 
 def queue_drops() -> dict[str, int]:
@@ -256,8 +251,8 @@ class ResilientMetricExporter(MetricExporter):
 
     def __init__(self, inner: MetricExporter, health: ExportHealth | None = None) -> None:
         super().__init__(
-            preferred_temporality=inner._preferred_temporality,
-            preferred_aggregation=inner._preferred_aggregation,
+            preferred_temporality=_sdk.preferred_temporality(inner),
+            preferred_aggregation=_sdk.preferred_aggregation(inner),
         )
         self.inner = inner
         self.health = health or ExportHealth("metrics")

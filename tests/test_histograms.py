@@ -9,12 +9,13 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 
 import pytest
-from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics import MeterProvider, TraceBasedExemplarFilter
 from opentelemetry.sdk.metrics.export import HistogramDataPoint, InMemoryMetricReader, MetricsData
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ALWAYS_ON
+from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
-from otel.histograms import DEFAULT_BOUNDARIES
+from otel.histograms import DEFAULT_BOUNDARIES, HistogramProducer
 from otel.metrics import SECONDS_BUCKETS, setup_metrics
 from otel.openmetrics import OpenMetricsReader
 from otel.resource import build_resource
@@ -33,7 +34,7 @@ ATTRIBUTE_SETS: tuple[dict[str, Any], ...] = (
 def _points(data: MetricsData | None, name: str) -> list[HistogramDataPoint]:
     points = data_points(data, name)
     assert all(isinstance(point, HistogramDataPoint) for point in points)
-    return points  # type: ignore[return-value]
+    return points
 
 
 def _key(point: HistogramDataPoint) -> str:
@@ -260,9 +261,10 @@ class TestExemplars:
         return [e for p in _points(data, "latency") for e in p.exemplars]
 
     def test_sampled_span_becomes_the_exemplar_of_its_bucket(self) -> None:
-        provider = setup_metrics(RESOURCE, [OpenMetricsReader()])
-        histogram = provider.get_meter("test").create_histogram("latency", explicit_bucket_boundaries_advisory=[1.0])
-        produce = provider._histograms.produce  # type: ignore[attr-defined]  # the raw data, before the reader
+        # The producer itself, as setup_metrics builds it: its raw data, before a reader keeps exemplars.
+        producer = HistogramProducer(RESOURCE, TraceBasedExemplarFilter())
+        histogram = producer.create_histogram(InstrumentationScope("test"), "latency", boundaries=[1.0])
+        produce = producer.produce
         sampled = TracerProvider(sampler=ALWAYS_ON).get_tracer("test")
         unsampled = TracerProvider(sampler=ALWAYS_OFF).get_tracer("test")
         with unsampled.start_as_current_span("not sampled"):

@@ -8,18 +8,20 @@ import json
 import logging
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 import structlog
+from opentelemetry.sdk._logs import Logger as SDKLogger
 from opentelemetry.sdk._logs import LoggerProvider
 from opentelemetry.sdk._logs.export import InMemoryLogRecordExporter
 from opentelemetry.sdk.trace.sampling import ALWAYS_ON
 
-from otel import logs
+from otel import _sdk, logs
 from otel._wire import encode_logs
-from otel.logs import OTelBridgeHandler, configure_logging, setup_logs
+from otel.logs import configure_logging, setup_logs
 from otel.resource import build_resource
 from otel.tracing import setup_tracing
 from tests.support.logging_state import restored_logging
@@ -33,10 +35,21 @@ def _restore_logging() -> Iterator[None]:
         yield
 
 
-def _log_in_span(provider: LoggerProvider, emit: Any) -> tuple[list[Any], list[dict[str, Any]], str]:
-    """Configure logging to `provider`, call `emit(logger)` inside a sampled span; exported records, console
+@dataclass(frozen=True)
+class _Logs:
+    """A provider from `setup_logs` and the in-memory exporter behind it."""
+
+    provider: LoggerProvider
+    exporter: InMemoryLogRecordExporter
+
+    def bodies(self) -> list[Any]:
+        return [record.log_record.body for record in self.exporter.get_finished_logs()]
+
+
+def _log_in_span(logs_: _Logs, emit: Any) -> tuple[list[Any], list[dict[str, Any]], str]:
+    """Configure logging to `logs_.provider`, call `emit(logger)` inside a sampled span; exported records, console
     lines, and the span's trace id."""
-    exporter = provider._test_exporter  # type: ignore[attr-defined]
+    provider, exporter = logs_.provider, logs_.exporter
     console = io.StringIO()
     configure_logging(provider, stream=console)
     tracer = setup_tracing(RESOURCE, None, sampler=ALWAYS_ON, batch=False).get_tracer("test")
@@ -49,11 +62,9 @@ def _log_in_span(provider: LoggerProvider, emit: Any) -> tuple[list[Any], list[d
     return list(exporter.get_finished_logs()), lines, trace_id
 
 
-def _provider(*, batch: bool) -> LoggerProvider:
+def _provider(*, batch: bool) -> _Logs:
     exporter = InMemoryLogRecordExporter()
-    provider = setup_logs(RESOURCE, exporter, batch=batch)
-    provider._test_exporter = exporter  # type: ignore[attr-defined]
-    return provider
+    return _Logs(setup_logs(RESOURCE, exporter, batch=batch), exporter)
 
 
 def _without_times(record: Any) -> bytes:
@@ -68,10 +79,30 @@ def _access(logger: Any) -> None:
 class TestQueueFastPath:
     """With the batch processor, an event skips the SDK handler but exports exactly what the handler would."""
 
-    def test_the_fast_path_is_taken_with_the_pinned_sdk(self) -> None:
-        provider = _provider(batch=True)
-        assert OTelBridgeHandler(provider)._enqueue is not None
-        assert OTelBridgeHandler(_provider(batch=False))._enqueue is None
+    def test_batched_events_skip_the_sdk_logger_and_arrive_with_the_batch(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """Batched: straight onto the queue (the SDK's Logger.emit never runs), exported when the batch is flushed.
+        Unbatched: through the handler and Logger.emit, exported at once."""
+        through_logger: list[Any] = []
+        emit = SDKLogger.emit
+
+        def spy(self: SDKLogger, *args: Any, **kwargs: Any) -> None:
+            through_logger.append(args)
+            emit(self, *args, **kwargs)
+
+        monkeypatch.setattr(SDKLogger, "emit", spy)
+        batched = _provider(batch=True)
+        configure_logging(batched.provider, stream=io.StringIO())
+        structlog.get_logger("service").info("started", workers=2)
+        batched.provider.force_flush()
+        assert batched.bodies() == ["started"]
+        assert through_logger == []
+        unbatched = _provider(batch=False)
+        configure_logging(unbatched.provider, stream=io.StringIO())
+        structlog.get_logger("service").info("started", workers=2)
+        assert unbatched.bodies() == ["started"]  # no flush: the simple processor exports synchronously
+        assert len(through_logger) == 1
 
     def test_same_record_as_the_handler(self) -> None:
         fast, fast_lines, fast_trace = _log_in_span(_provider(batch=True), _access)
@@ -105,9 +136,9 @@ class TestQueueFastPath:
         def emit(logger: Any) -> None:
             getattr(logger, level)("something")
 
-        provider = _provider(batch=True)
-        configure_logging(provider, level=logging.DEBUG, stream=io.StringIO())
-        fast, _, _ = _log_in_span(provider, emit)
+        batched = _provider(batch=True)
+        configure_logging(batched.provider, level=logging.DEBUG, stream=io.StringIO())
+        fast, _, _ = _log_in_span(batched, emit)
         slow, _, _ = _log_in_span(_provider(batch=False), emit)
         assert [(r.log_record.severity_text, r.log_record.severity_number) for r in fast] == [
             (r.log_record.severity_text, r.log_record.severity_number) for r in slow
@@ -127,19 +158,19 @@ class TestQueueFastPath:
         assert "ValueError: boom" in lines[0]["exception"]
 
     def test_outside_a_span_no_trace_ids(self) -> None:
-        provider = _provider(batch=True)
+        batched = _provider(batch=True)
         console = io.StringIO()
-        configure_logging(provider, stream=console)
+        configure_logging(batched.provider, stream=console)
         structlog.get_logger("service").info("started", workers=2)
-        provider.force_flush()
-        (record,) = provider._test_exporter.get_finished_logs()  # type: ignore[attr-defined]
+        batched.provider.force_flush()
+        (record,) = batched.exporter.get_finished_logs()
         assert not record.log_record.trace_id and not record.log_record.span_id
         assert record.log_record.body == "started"
-        assert record.instrumentation_scope.name == "service"
+        assert record.instrumentation_scope is not None and record.instrumentation_scope.name == "service"
         assert "trace_id" not in json.loads(console.getvalue())
 
     def test_a_renamed_sdk_internal_falls_back_to_the_handler(self, monkeypatch: pytest.MonkeyPatch) -> None:
-        monkeypatch.setattr(logs, "_batch_queue", lambda processor: None)
+        monkeypatch.setattr(_sdk, "batch_queue", lambda processor: None)
         records, _, _ = _log_in_span(_provider(batch=True), _access)
         assert [r.log_record.body for r in records] == ["request"]
 
@@ -149,7 +180,7 @@ class TestAnnotate:
     line and the OTel record share one instant."""
 
     def test_same_keys_and_values_as_the_stock_processors(self) -> None:
-        stock = [
+        stock: list[Any] = [
             structlog.contextvars.merge_contextvars,
             structlog.processors.add_log_level,
             logs.add_trace_context,
@@ -157,10 +188,10 @@ class TestAnnotate:
         ]
         tracer = setup_tracing(RESOURCE, None, sampler=ALWAYS_ON, batch=False).get_tracer("test")
         structlog.contextvars.bind_contextvars(model_version="0123456789ab", rows=3)
-        named = structlog.get_logger("x").bind()._logger  # a logger with the name `_Annotate` reads
+        named = logs._Logger("otel.access")  # the stock processors ignore the logger; `_Annotate` reads its name
         for method in ("info", "warn", "warning", "exception", "debug"):
             with tracer.start_as_current_span("request"):
-                ours = logs._Annotate()(logs._Logger("otel.access"), method, {"event": "e", "status": 200})
+                ours = logs._Annotate()(named, method, {"event": "e", "status": 200})
                 theirs: Any = {"event": "e", "status": 200}
                 for processor in stock:
                     theirs = processor(named, method, theirs)

@@ -9,13 +9,15 @@ from collections.abc import Sequence
 from typing import Any
 
 import pytest
-from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics import Counter, MeterProvider
 from opentelemetry.sdk.metrics.export import (
     AggregationTemporality,
     InMemoryMetricReader,
     MetricExporter,
     MetricExportResult,
     MetricsData,
+    PeriodicExportingMetricReader,
+    Sum,
 )
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
@@ -179,9 +181,11 @@ class TestMetrics:
     def test_metric_exporter_wrapper(self) -> None:
         class Inner(MetricExporter):
             def __init__(self) -> None:
-                super().__init__(preferred_temporality={int: AggregationTemporality.DELTA})
+                super().__init__(preferred_temporality={Counter: AggregationTemporality.DELTA})
+                self.exported: list[MetricsData] = []
 
             def export(self, metrics_data: MetricsData, timeout_millis: float = 10_000, **kwargs: Any) -> Any:
+                self.exported.append(metrics_data)
                 return MetricExportResult.FAILURE
 
             def force_flush(self, timeout_millis: float = 10_000) -> bool:
@@ -190,8 +194,19 @@ class TestMetrics:
             def shutdown(self, timeout_millis: float = 30_000, **kwargs: Any) -> None:
                 pass
 
+        inner = Inner()
+        wrapped = ResilientMetricExporter(inner)
+        # A reader over the wrapper collects with the inner exporter's preferences: here, delta counters.
+        pushing = PeriodicExportingMetricReader(wrapped, export_interval_millis=3_600_000)
+        pushed = MeterProvider(metric_readers=[pushing])
+        pushed.get_meter("t").create_counter("c").add(1)
+        pushing.collect()
+        pushed.shutdown()
+        (metric,) = [m for r in inner.exported[0].resource_metrics for s in r.scope_metrics for m in s.metrics]
+        assert isinstance(metric.data, Sum) and metric.data.aggregation_temporality is AggregationTemporality.DELTA
+        assert wrapped.health.dropped == 1  # that push's one data point: the inner exporter fails every export
+
         wrapped = ResilientMetricExporter(Inner())
-        assert wrapped._preferred_temporality == {int: AggregationTemporality.DELTA}
         reader = InMemoryMetricReader()
         provider = MeterProvider(metric_readers=[reader])
         provider.get_meter("t").create_counter("c").add(1, {"a": "1"})

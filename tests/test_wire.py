@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from opentelemetry import trace
 from opentelemetry._logs import SeverityNumber
@@ -28,7 +30,7 @@ from opentelemetry.trace import (
 
 from otel import _wire
 
-ATTRIBUTES = {
+ATTRIBUTES: dict[str, Any] = {
     "http.route": "/predict",
     "http.response.status_code": 200,
     "negative": -5,
@@ -123,17 +125,28 @@ class TestLogs:
 class TestExporters:
     """The fast exporters send what a real OTLP receiver decodes, through the SDK's HTTP client."""
 
-    def test_spans_and_logs_reach_a_receiver(self) -> None:
+    def test_spans_and_logs_reach_a_receiver(self, monkeypatch: pytest.MonkeyPatch) -> None:
         from opentelemetry.sdk._logs.export import BatchLogRecordProcessor
 
         from otel.exporters import FastOTLPLogExporter, FastOTLPSpanExporter
         from tests.support.otlp import OTLPReceiver
 
+        encoded: list[str] = []  # our encoder, not the SDK's fallback (tests/test_sdk.py says why it could fall back)
+
+        def spy(name: str) -> Any:
+            encode = getattr(_wire, name)
+
+            def call(items: Any) -> bytes:
+                encoded.append(name)
+                return bytes(encode(items))
+
+            return call
+
+        for name in ("encode_spans", "encode_logs"):
+            monkeypatch.setattr(_wire, name, spy(name))
         with OTLPReceiver() as receiver:
             span_exporter = FastOTLPSpanExporter(endpoint=f"{receiver.endpoint}/v1/traces", timeout=5)
             log_exporter = FastOTLPLogExporter(endpoint=f"{receiver.endpoint}/v1/logs", timeout=5)
-            assert span_exporter._fast
-            assert log_exporter._fast  # the SDK internals we rely on are there: a release that removes them fails here
             tracer_provider = TracerProvider(resource=Resource.create({"service.name": "wire"}))
             tracer_provider.add_span_processor(SimpleSpanProcessor(span_exporter))
             logger_provider = LoggerProvider(resource=Resource.create({"service.name": "wire"}))
@@ -150,5 +163,24 @@ class TestExporters:
             (record,) = receiver.log_records()
             assert record.trace_id == trace_id
             assert record.body == "request"
+            assert sorted(encoded) == ["encode_logs", "encode_spans"]
             tracer_provider.shutdown()
             logger_provider.shutdown()
+
+    def test_without_the_sdk_steps_they_are_the_sdk_exporters(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """A release without the internals `otel._sdk.otlp_http_steps` needs: the SDK's own export, same spans."""
+        from otel import _sdk
+        from otel.exporters import FastOTLPSpanExporter
+        from tests.support.otlp import OTLPReceiver
+
+        monkeypatch.setattr(_sdk, "otlp_http_steps", lambda exporter: None)
+        monkeypatch.setattr(_wire, "encode_spans", lambda spans: pytest.fail("our encoder ran"))
+        with OTLPReceiver() as receiver:
+            tracer_provider = TracerProvider(resource=Resource.create({"service.name": "wire"}))
+            exporter = FastOTLPSpanExporter(endpoint=f"{receiver.endpoint}/v1/traces", timeout=5)
+            tracer_provider.add_span_processor(SimpleSpanProcessor(exporter))
+            with tracer_provider.get_tracer("t").start_as_current_span("request", attributes=ATTRIBUTES):
+                pass
+            (received,) = receiver.spans()
+            assert received.attributes["http.route"] == "/predict"
+            tracer_provider.shutdown()
