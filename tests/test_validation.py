@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from service.artifact.card import FeatureSpec, ModelCard
 from service.web.problems import Problem
-from service.web.validation import MAX_MAGNITUDE, _numeric_rows, _rows, parse_instances
+from service.web.validation import MAX_MAGNITUDE, checked_rows, numeric_matrix, parse_instances
 from tests.support.examples import examples
 
 NAMES = ("age", "bmi", "s1")
@@ -49,7 +49,7 @@ def _both(instances: list[Any]) -> tuple[Any, Any]:
     payload = {"instances": instances}
     return (
         _outcome(lambda: parse_instances(payload, CARD, max_batch=1000)),
-        _outcome(lambda: _rows(instances, CARD, "instances", [])),
+        _outcome(lambda: checked_rows(instances, CARD)),
     )
 
 
@@ -58,7 +58,7 @@ class TestColumnWisePath:
 
     def test_valid_rows(self) -> None:
         instances = [VALID, {"s1": 1e100, "age": -1e100, "bmi": 0}, {"age": 2**53, "bmi": 1.5, "s1": -0.0}]
-        matrix = _numeric_rows(instances, NAMES)
+        matrix = numeric_matrix(instances, NAMES)
         assert matrix is not None and matrix.dtype == np.float64
         fast, exact = _both(instances)
         assert fast == exact
@@ -86,14 +86,14 @@ class TestColumnWisePath:
     )
     def test_anything_else_is_left_to_the_exact_checks(self, bad: Any) -> None:
         instances = [VALID, bad, VALID]
-        assert _numeric_rows(instances, NAMES) is None
+        assert numeric_matrix(instances, NAMES) is None
         fast, exact = _both(instances)
         assert fast == exact
         assert fast[0] == "problem"
 
     def test_single_feature_model(self) -> None:
-        assert _numeric_rows([{"x": 1}, {"x": None}], ("x",)) is not None
-        assert _numeric_rows([{"x": 1}, {"y": 1}], ("x",)) is None
+        assert numeric_matrix([{"x": 1}, {"x": None}], ("x",)) is not None
+        assert numeric_matrix([{"x": 1}, {"y": 1}], ("x",)) is None
 
     def test_unknown_top_level_member_still_reported(self) -> None:
         with pytest.raises(Problem) as raised:

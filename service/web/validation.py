@@ -13,11 +13,11 @@ from typing import Any
 import numpy as np
 
 from service.artifact.card import ModelCard
-from service.monitoring.monitor import QualityIssue
+from service.monitoring.quality import QualityIssue
 from service.web.duplicates import duplicates_possible, parse_checking_duplicates
 from service.web.problems import FieldError, Problem, escape_pointer, json_type
 
-__all__ = ["MAX_MAGNITUDE", "InvalidInstances", "parse_body", "parse_instances"]
+__all__ = ["MAX_MAGNITUDE", "InvalidInstances", "checked_rows", "numeric_matrix", "parse_body", "parse_instances"]
 
 # Finite numbers past this make a scaled feature overflow to infinity inside the model (a 500), and sums of them
 # (errors, histogram sums) useless: no real feature or label comes near it.
@@ -80,15 +80,16 @@ def parse_instances(payload: Any, card: ModelCard, max_batch: int, key: str = "i
         )
     # One row is checked faster value by value than with numpy's fixed cost per call; from two rows on, column-wise.
     if len(instances) > 1 and not errors and all(spec.type == "numeric" for spec in card.features):
-        fast = _numeric_rows(instances, card.feature_names)
+        fast = numeric_matrix(instances, card.feature_names)
         if fast is not None:
             return fast
-    return _rows(instances, card, key, errors)
+    return checked_rows(instances, card, key, errors)
 
 
-def _numeric_rows(instances: list[Any], names: Sequence[str]) -> np.ndarray | None:
-    """The rows of an all-numeric model at C speed, when every row is an object with exactly the card's features
-    and every value a number within range or null (NaN); None as soon as anything is off, for `_rows` to name it.
+def numeric_matrix(instances: list[Any], names: Sequence[str]) -> np.ndarray | None:
+    """The column-wise check: the rows of an all-numeric model at C speed, when every row is an object with exactly
+    the card's features and every value a number within range or null (NaN); None as soon as anything is off, for
+    `checked_rows` to name it. Whatever it accepts, `checked_rows` returns the same matrix for (tests hold them to it).
 
     Checking value by value in Python dominated a 1000-row request (`make bench`, `batch-bare`); this does the
     same checks on whole columns: the values' types as a set, then one conversion and one range check in numpy.
@@ -105,18 +106,22 @@ def _numeric_rows(instances: list[Any], names: Sequence[str]) -> np.ndarray | No
     if not set(map(type, values)) <= _NUMERIC_TYPES:  # booleans, strings, arrays, objects
         return None
     try:
-        matrix = np.array(rows, dtype=np.float64)  # null becomes NaN, as `_rows` makes it
+        matrix = np.array(rows, dtype=np.float64)  # null becomes NaN, as `checked_rows` makes it
     except OverflowError:  # an integer beyond float64
         return None
     # Each null is one NaN here; anything else outside the range (NaN or infinity from the JSON, a huge number)
-    # is one more, and `_rows` reports it.
+    # is one more, and `checked_rows` reports it.
     if np.count_nonzero(~(np.abs(matrix) <= MAX_MAGNITUDE)) != values.count(None):
         return None
     return matrix
 
 
-def _rows(instances: list[Any], card: ModelCard, key: str, errors: list[FieldError]) -> np.ndarray:
-    """Check every value of every row, collecting a FieldError for each problem; the matrix if there are none."""
+def checked_rows(
+    instances: list[Any], card: ModelCard, key: str = "instances", errors: list[FieldError] | None = None
+) -> np.ndarray:
+    """The value-by-value check: every value of every row, a FieldError for each problem (added to `errors`, those
+    found before it); the matrix if there are none, else `InvalidInstances` naming every one."""
+    errors = [] if errors is None else errors
     features = card.features
     names = set(card.feature_names)
     numeric = [spec.type == "numeric" for spec in features]
