@@ -40,10 +40,12 @@ run: model
 	MODELLENS_MODEL_DIR=$(MODEL_DIR) $(BIN)/modellens serve
 
 # The whole suite: the import contracts (pyproject.toml, [tool.importlinter]), then every test, the slow ones
-# (real gunicorn, Prometheus, wrk) and the property tests at their full example count included.
+# (real gunicorn, Prometheus, wrk) and the property tests at their full example count included. Two pytest-xdist
+# workers: every test that starts a process takes its own free loopback ports and temp dirs, and most of them
+# wait on sockets, so the benchmark smoke run (the longest test) overlaps the rest of the suite.
 test: install-dev system-deps
 	$(BIN)/lint-imports --no-cache
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n 2
 
 # The tier to run while editing: no processes started, property tests at a small example count, both cores.
 test-fast: install-dev
