@@ -1,4 +1,4 @@
-"""The Flask app factory."""
+"""The Flask app factory: build the components, then the state once; optional features register only when on."""
 
 from __future__ import annotations
 
@@ -6,24 +6,25 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import structlog
-from flask import Flask
+from flask import Flask, Response
+from opentelemetry import trace
 from opentelemetry.metrics import Meter
-from opentelemetry.trace import Tracer
+from opentelemetry.trace import Status, StatusCode, Tracer
 
 from otel.flask import FlaskTelemetry
 from otel.telemetry import Telemetry, installed
 from service.artifact.model import Model, ModelLoadError, load_model
 from service.artifact.profile import PROFILE_FILE, ReferenceProfile
-from service.groundtruth import FeedbackInstruments
 from service.groundtruth.ids import split_prediction_id
+from service.groundtruth.metrics import FeedbackInstruments
 from service.groundtruth.store import PredictionLog
 from service.monitoring.instruments import ModelInstruments
 from service.monitoring.monitor import ModelMonitor
 from service.monitoring.shadow import ShadowScorer
-from service.rehearsal.faults import FaultInjector, FaultPlan
+from service.rehearsal.faults import FAULT_HEADER, FaultInjector, FaultPlan, InjectedFault
 from service.settings import Settings
-from service.web import openapi, routes
-from service.web.problems import register_error_handlers
+from service.web import feedback_routes, monitoring_routes, openapi, routes
+from service.web.problems import Problem, register_error_handlers
 
 __all__ = ["create_app"]
 
@@ -31,16 +32,25 @@ _log = structlog.get_logger("service.web.app")
 
 
 def create_app(
-    settings: Settings | None = None, *, telemetry: Telemetry | None = None, model: Model | None = None
+    settings: Settings | None = None,
+    *,
+    telemetry: Telemetry | None = None,
+    model: Model | None = None,
+    challenger: Model | None = None,
 ) -> Flask:
     """Build the service: load the model once, wire telemetry, register routes and error handlers.
 
     `settings` default to `Settings.from_env()`. `telemetry` defaults to what the process installed at start-up
     (gunicorn's `post_fork`), else disabled; tests pass their own providers here and never touch globals.
+    `model` and `challenger` default to the models in `settings.model_dir` and `settings.shadow_model_dir`; a given
+    `challenger` turns shadow mode on.
     """
     settings = settings or Settings.from_env()
     telemetry = telemetry or installed() or Telemetry.disabled()
     model = model or load_model(settings.model_dir)
+    card = model.card
+    meter = telemetry.meter_provider.get_meter("modellens")
+    tracer = telemetry.tracer_provider.get_tracer("modellens")
 
     app = Flask("modellens")
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
@@ -50,32 +60,58 @@ def create_app(
     app.register_blueprint(routes.blueprint)
     app.register_blueprint(openapi.blueprint)
 
-    card = model.card
-    meter = telemetry.meter_provider.get_meter("modellens")
-    tracer = telemetry.tracer_provider.get_tracer("modellens")
+    # The components of the features that are on, each built once; then their hooks, in the order they run.
+    monitor = _monitor(settings, model, meter)
+    log = _prediction_log(settings)
+    shadow = _shadow(settings, model, challenger, meter, tracer, log)
+    faults = _faults(settings, meter, tracer)
+    feedback = _feedback(settings, card, meter, monitor) if log is not None else None
+
+    before_inference: list[Callable[..., None]] = []
+    on_rejected: list[Callable[..., None]] = []
+    on_served: list[Callable[[routes.Served], object]] = []
+    on_close: list[Callable[[], None]] = []
+    if faults is not None:
+        before_inference.append(lambda headers, attributes: faults.run_stage(headers.get(FAULT_HEADER), attributes))
+        app.register_error_handler(InjectedFault, _on_injected)
+    if monitor is not None:
+        on_rejected.append(monitor.record_rejection)
+        on_served.append(lambda served: monitor.observe(served.rows, served.raw))
+        sections: list[tuple[str, Callable[[], dict[str, Any]]]] = []
+        if shadow is not None:
+            sections.append(("shadow", shadow.summary))
+        if feedback is not None:
+            sections.append(("realized_performance", feedback.summary))
+        app.extensions[monitoring_routes.EXTENSION] = monitoring_routes.MonitoringState(monitor, tuple(sections))
+        app.register_blueprint(monitoring_routes.blueprint)
+    else:
+        _off(app, ["/monitoring", "/model/reference"], "GET", "Monitoring is off",
+             "Set MODELLENS_MONITORING=on to enable it.")  # fmt: skip
+    if log is not None and feedback is not None:
+        on_served.append(feedback_routes.PredictionRecorder(log, card, settings.slice_features))
+        app.extensions[feedback_routes.EXTENSION] = feedback_routes.FeedbackState(
+            card=card, tracer=tracer, max_batch=settings.max_batch, log=log, instruments=feedback
+        )
+        app.register_blueprint(feedback_routes.blueprint)
+    else:
+        _off(app, ["/feedback"], "POST", "Feedback is off", "The prediction log is off (MODELLENS_PREDICTION_LOG).")
+    if shadow is not None:
+        on_served.append(lambda served: shadow.submit(served.rows, served.raw, served.prediction_ids))
+        on_close.append(shadow.close)  # first: the challenger's last results go to the log
+    if log is not None:
+        on_close.append(log.close)
+
     app.extensions["modellens"] = routes.ServiceState(
         settings=settings,
         model=model,
         tracer=tracer,
         instruments=ModelInstruments(meter, card),
-        metrics_renderer=telemetry.metrics_reader,
-        monitor=_monitor(settings, model, meter),
-        shadow=_shadow(settings, model, meter, tracer),
-        faults=_faults(settings, meter, tracer),
+        metrics=telemetry.metrics_reader or routes.telemetry_off,
+        before_inference=tuple(before_inference),
+        on_rejected=tuple(on_rejected),
+        on_served=tuple(on_served),
+        on_close=tuple(on_close),
     )
-    state = app.extensions["modellens"]
-    path = settings.prediction_log_path
-    if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        state.predictions = PredictionLog(
-            path,
-            retention_seconds=settings.prediction_log_retention_seconds,
-            max_rows=settings.prediction_log_max_rows,
-        ).open()
-        known = {name: spec.values for name, spec in state.monitor.profile.slices.items()} if state.monitor else {}
-        state.feedback = FeedbackInstruments(meter, card, settings.slice_features, known)
-        if state.shadow is not None:
-            state.shadow.on_result = _shadow_logger(state.predictions)
     _log.info(
         "model loaded",
         model_name=card.name,
@@ -84,6 +120,21 @@ def create_app(
         features=len(card.features),
     )
     return app
+
+
+def _off(app: Flask, rules: list[str], method: str, title: str, detail: str) -> None:
+    """A feature that is off still answers its routes, with a 404 problem that says how to turn it on."""
+
+    def off() -> Response:
+        raise Problem(status=404, title=title, detail=detail)
+
+    for rule in rules:
+        app.add_url_rule(rule, endpoint=f"off{rule.replace('/', '.')}", view_func=off, methods=[method])
+
+
+def _on_injected(error: InjectedFault) -> Response:
+    trace.get_current_span().set_status(Status(StatusCode.ERROR, "InjectedFault"))
+    return Problem(status=500, title="Injected fault", detail=str(error), slug="injected-fault").response()
 
 
 def _monitor(settings: Settings, model: Model, meter: Meter) -> ModelMonitor | None:
@@ -103,10 +154,28 @@ def _monitor(settings: Settings, model: Model, meter: Meter) -> ModelMonitor | N
     return ModelMonitor(meter, model.card, profile, slices=settings.slice_features, window=settings.drift_window)
 
 
-def _shadow(settings: Settings, model: Model, meter: Meter, tracer: Tracer) -> ShadowScorer | None:
-    if settings.shadow_model_dir is None:
+def _prediction_log(settings: Settings) -> PredictionLog | None:
+    path = settings.prediction_log_path
+    if path is None:
         return None
-    challenger = load_model(settings.shadow_model_dir)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return PredictionLog(
+        path, retention_seconds=settings.prediction_log_retention_seconds, max_rows=settings.prediction_log_max_rows
+    ).open()
+
+
+def _feedback(settings: Settings, card: Any, meter: Meter, monitor: ModelMonitor | None) -> FeedbackInstruments:
+    known = {name: spec.values for name, spec in monitor.profile.slices.items()} if monitor is not None else {}
+    return FeedbackInstruments(meter, card, settings.slice_features, known)
+
+
+def _shadow(
+    settings: Settings, model: Model, challenger: Model | None, meter: Meter, tracer: Tracer, log: PredictionLog | None
+) -> ShadowScorer | None:
+    if challenger is None:
+        if settings.shadow_model_dir is None:
+            return None
+        challenger = load_model(settings.shadow_model_dir)
     edges = ReferenceProfile.load(settings.model_dir).prediction.edges if settings.monitoring else ()
     scale = (edges[-1] - edges[0]) if len(edges) > 1 else 1.0
     _log.info("shadow model loaded", shadow_model_version=challenger.card.version)
@@ -118,6 +187,7 @@ def _shadow(settings: Settings, model: Model, meter: Meter, tracer: Tracer) -> S
         workers=settings.shadow_workers,
         queue_limit=settings.shadow_queue,
         prediction_scale=scale,
+        on_result=_shadow_logger(log) if log is not None else None,
     )
 
 
@@ -136,7 +206,7 @@ def _faults(settings: Settings, meter: Meter, tracer: Tracer) -> FaultInjector |
 
 def _shadow_logger(log: PredictionLog) -> Callable[[Sequence[str], Any], None]:
     def record(prediction_ids: Sequence[str], challenger: Any) -> None:
-        # One request's predictions share its request id (see service.groundtruth.store.new_prediction_ids).
+        # One request's predictions share its request id (see service.groundtruth.ids.new_prediction_ids).
         split = split_prediction_id(prediction_ids[0]) if prediction_ids else None
         if split is not None:
             log.record_shadow(split[0], challenger.tolist())

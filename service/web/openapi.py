@@ -25,7 +25,7 @@ def openapi() -> Response:
     document = current_app.extensions.get(_EXTENSION)
     if document is None:  # built on first use, from what the app serves
         state = current_app.extensions["modellens"]
-        document = build_document(state.model.card, state.settings, feedback=state.predictions is not None)
+        document = build_document(state.model.card, state.settings, feedback="feedback" in current_app.blueprints)
         current_app.extensions[_EXTENSION] = document
     return jsonify(document)
 

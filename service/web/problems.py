@@ -11,8 +11,6 @@ from opentelemetry import trace
 from opentelemetry.trace import Status, StatusCode
 from werkzeug.exceptions import HTTPException
 
-from service.rehearsal.faults import InjectedFault
-
 __all__ = ["FieldError", "Problem", "escape_pointer", "json_type", "register_error_handlers"]
 
 CONTENT_TYPE = "application/problem+json"
@@ -91,7 +89,6 @@ def register_error_handlers(app: Flask) -> None:
     """Turn every error, expected or not, into a problem document; never an HTML page or a stack trace."""
     app.register_error_handler(Problem, _on_problem)
     app.register_error_handler(HTTPException, _on_http_exception)
-    app.register_error_handler(InjectedFault, _on_injected)
     app.register_error_handler(Exception, _on_unexpected)
 
 
@@ -113,12 +110,6 @@ def _on_http_exception(error: HTTPException) -> Response:
         if allowed:
             response.headers["Allow"] = ", ".join(allowed)
     return response
-
-
-def _on_injected(error: Exception) -> Response:
-    span = trace.get_current_span()
-    span.set_status(Status(StatusCode.ERROR, "InjectedFault"))
-    return Problem(status=500, title="Injected fault", detail=str(error), slug="injected-fault").response()
 
 
 def _on_unexpected(error: Exception) -> Response:

@@ -1,59 +1,84 @@
-"""HTTP transport: translate requests into model calls and results into JSON."""
+"""HTTP transport for the core API: translate requests into model calls and results into JSON.
+
+Optional features (monitoring, the prediction log, the shadow model, fault injection) are not known here: the app
+factory hands in the hooks they registered, and their own routes live in their own blueprints.
+"""
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
+import numpy as np
 import structlog
 from flask import Blueprint, Response, current_app, jsonify, request
 from opentelemetry import trace
 from opentelemetry.trace import Tracer
+from werkzeug.datastructures import Headers
 
 from service.artifact.model import Model
-from service.artifact.profile import slice_label
-from service.groundtruth import FeedbackInstruments
 from service.groundtruth.ids import new_prediction_ids
-from service.groundtruth.records import PredictionRequest
-from service.groundtruth.store import PredictionLog
 from service.monitoring.instruments import ModelInstruments
-from service.monitoring.monitor import ModelMonitor
-from service.monitoring.shadow import ShadowScorer
-from service.rehearsal.faults import FAULT_HEADER, FaultInjector
+from service.monitoring.quality import QualityIssue
 from service.settings import Settings
-from service.web.feedback_body import parse_feedback, summarize
 from service.web.problems import Problem
 from service.web.validation import InvalidInstances, parse_body, parse_instances
 
-__all__ = ["ServiceState", "blueprint"]
+__all__ = ["MetricsRenderer", "Served", "ServiceState", "blueprint", "require_json", "telemetry_off"]
 
 blueprint = Blueprint("api", __name__)
-_log = structlog.get_logger("service.web.routes")
 
 
-@dataclass
+@dataclass(frozen=True)
+class Served:
+    """One answered `/predict` request, as the features that listen to it see it."""
+
+    request_id: str
+    prediction_ids: list[str]
+    body: bytes  # the request body as received, for the prediction log
+    rows: np.ndarray  # validated, in the card's feature order
+    raw: np.ndarray  # the model's output array
+    predictions: list[Any]  # what the response says
+    trace_id: str | None  # the request's trace, None when it is not sampled into a valid context
+
+
+class MetricsRenderer(Protocol):
+    def render(self, accept: str | None) -> tuple[bytes, str]: ...
+
+
+@dataclass(frozen=True)
 class ServiceState:
-    """What the request handlers need, built once by `create_app` (in `app.extensions["modellens"]`)."""
+    """What the core handlers need, built once by `create_app` (in `app.extensions["modellens"]`).
+
+    Each hook tuple holds what the features that are on registered, in order; an empty tuple is a feature that is off.
+    """
 
     settings: Settings
     model: Model
     tracer: Tracer
     instruments: ModelInstruments
-    metrics_renderer: Any | None  # otel.openmetrics.OpenMetricsReader, or None when telemetry is disabled
-    monitor: ModelMonitor | None = None  # None with MODELLENS_MONITORING=off
-    shadow: ShadowScorer | None = None
-    faults: FaultInjector | None = None  # only with MODELLENS_FAULTS=1
-    predictions: PredictionLog | None = None  # None with MODELLENS_PREDICTION_LOG=off
-    feedback: FeedbackInstruments | None = None
+    metrics: MetricsRenderer
+    before_inference: tuple[Callable[[Headers, dict[str, str]], None], ...] = ()  # fault injection's stage
+    on_rejected: tuple[Callable[[Sequence[QualityIssue], int], None], ...] = ()  # data-quality counts
+    on_served: tuple[Callable[[Served], object], ...] = ()  # monitoring, the prediction log, the shadow model
+    on_close: tuple[Callable[[], None], ...] = ()  # in order: shadow scoring drains before the log's writes
 
     def close(self) -> None:
-        """Finish background work before the process exits: shadow scoring, then the prediction log's writes."""
-        if self.shadow is not None:
-            self.shadow.close()
-        if self.predictions is not None:
-            self.predictions.close()
+        """Finish background work before the process exits."""
+        for close in self.on_close:
+            close()
+
+
+class _TelemetryOff:
+    def render(self, accept: str | None) -> tuple[bytes, str]:
+        return b"# telemetry is disabled (OTEL_SDK_DISABLED=true)\n", "text/plain; charset=utf-8"
+
+
+telemetry_off: MetricsRenderer = _TelemetryOff()
+"""The `/metrics` body when the SDK is disabled: a comment, so a scraper sees an empty, valid exposition."""
 
 
 def _state() -> ServiceState:
@@ -61,7 +86,8 @@ def _state() -> ServiceState:
     return state
 
 
-def _require_json() -> None:
+def require_json() -> None:
+    """A 415 problem unless the request says its body is JSON."""
     mimetype = request.mimetype
     if mimetype != "application/json" and not mimetype.endswith("+json"):
         raise Problem(
@@ -79,21 +105,18 @@ def predict() -> Response:
     span_attributes = {"model.name": card.name, "model.version": card.version}
     structlog.contextvars.bind_contextvars(model_version=card.version)
     with _stage_span(tracer, "validate", span_attributes) as span:
-        _require_json()
+        require_json()
         body = request.get_data(cache=False)
         payload = parse_body(body)
         try:
             rows = parse_instances(payload, card, state.settings.max_batch)
         except Problem as problem:
-            if state.monitor is not None:
-                instances = payload.get("instances") if isinstance(payload, dict) else None
-                quality = problem.quality if isinstance(problem, InvalidInstances) else []
-                state.monitor.record_rejection(quality, len(instances) if isinstance(instances, list) else 0)
+            _rejected(state, problem, payload)
             raise
         span.set_attribute("model.batch.size", len(rows))
     structlog.contextvars.bind_contextvars(rows=len(rows))
-    if state.faults is not None:
-        state.faults.run_stage(request.headers.get(FAULT_HEADER), span_attributes)
+    for stage in state.before_inference:
+        stage(request.headers, span_attributes)
     with _stage_span(tracer, "inference", span_attributes) as span:
         span.set_attribute("model.batch.size", len(rows))
         started = time.perf_counter()
@@ -103,19 +126,36 @@ def predict() -> Response:
             state.instruments.record_error(len(rows))
             raise
         state.instruments.record_success(len(rows), time.perf_counter() - started)
-    if state.monitor is not None:
-        state.monitor.observe(rows, raw)
     request_id, prediction_ids = new_prediction_ids(len(rows))
     predictions = model.to_python(raw)
-    if state.predictions is not None:
-        _log_predictions(state, request_id, body, rows, raw if raw.dtype.kind == "f" else predictions)
-    if state.shadow is not None:
-        state.shadow.submit(rows, raw, prediction_ids)
+    if state.on_served:
+        span_context = trace.get_current_span().get_span_context()
+        served = Served(
+            request_id=request_id,
+            prediction_ids=prediction_ids,
+            body=body,
+            rows=rows,
+            raw=raw,
+            predictions=predictions,
+            trace_id=format(span_context.trace_id, "032x") if span_context.is_valid else None,
+        )
+        for listener in state.on_served:
+            listener(served)
     return jsonify(
         predictions=predictions,
         prediction_ids=prediction_ids,
         model={"name": card.name, "version": card.version},
     )
+
+
+def _rejected(state: ServiceState, problem: Problem, payload: Any) -> None:
+    if not state.on_rejected:
+        return
+    instances = payload.get("instances") if isinstance(payload, dict) else None
+    quality = problem.quality if isinstance(problem, InvalidInstances) else []
+    count = len(instances) if isinstance(instances, list) else 0
+    for listener in state.on_rejected:
+        listener(quality, count)
 
 
 def _stage_span(tracer: Tracer, name: str, attributes: dict[str, str]) -> AbstractContextManager[trace.Span]:
@@ -128,53 +168,6 @@ def _stage_span(tracer: Tracer, name: str, attributes: dict[str, str]) -> Abstra
 
 
 _NOT_RECORDING = nullcontext(trace.INVALID_SPAN)
-
-
-def _log_predictions(state: ServiceState, request_id: str, body: bytes, rows: Any, predictions: Any) -> None:
-    """Hand the request to the prediction log before the 200 goes out (the log never drops what it was given)."""
-    assert state.predictions is not None
-    card = state.model.card
-    span_context = trace.get_current_span().get_span_context()
-    slices = None
-    if state.settings.slice_features:
-        columns = [(name, card.feature_names.index(name)) for name in state.settings.slice_features]
-        slices = {name: [slice_label(value) for value in rows[:, column]] for name, column in columns}
-    state.predictions.record(
-        [
-            PredictionRequest(
-                request_id=request_id,
-                trace_id=format(span_context.trace_id, "032x") if span_context.is_valid else None,
-                created_at=time.time(),
-                model_name=card.name,
-                model_version=card.version,
-                body=body,
-                predictions=predictions,
-                slices=slices,
-            )
-        ]
-    )
-
-
-@blueprint.post("/feedback")
-def feedback() -> Response:
-    state = _state()
-    if state.predictions is None or state.feedback is None:
-        raise Problem(
-            status=404, title="Feedback is off", detail="The prediction log is off (MODELLENS_PREDICTION_LOG)."
-        )
-    _require_json()
-    with state.tracer.start_as_current_span("join feedback", attributes={"model.name": state.model.card.name}) as span:
-        items = parse_feedback(parse_body(request.get_data(cache=False)), state.model.card, state.settings.max_batch)
-        result = state.predictions.add_feedback(items)
-        state.feedback.record(result)
-        span.set_attributes(
-            {"feedback.joined": len(result.joined), "feedback.unknown": len(result.unknown_ids),
-             "feedback.duplicate": len(result.duplicate_ids)}
-        )  # fmt: skip
-    structlog.contextvars.bind_contextvars(rows=len(items))
-    if result.unknown_ids or result.duplicate_ids:
-        _log.info("feedback not joined", unknown=len(result.unknown_ids), duplicate=len(result.duplicate_ids))
-    return jsonify(summarize(result))
 
 
 @blueprint.get("/healthz")
@@ -195,32 +188,7 @@ def model_card() -> Response:
     return jsonify(_state().model.card.to_dict())
 
 
-@blueprint.get("/model/reference")
-def model_reference() -> Response:
-    monitor = _state().monitor
-    if monitor is None:
-        raise Problem(status=404, title="No reference profile", detail="Monitoring is off (MODELLENS_MONITORING).")
-    return jsonify(monitor.profile.to_dict())
-
-
-@blueprint.get("/monitoring")
-def monitoring() -> Response:
-    monitor = _state().monitor
-    if monitor is None:
-        raise Problem(status=404, title="Monitoring is off", detail="Set MODELLENS_MONITORING=on to enable it.")
-    summary = monitor.snapshot()
-    state = _state()
-    if state.shadow is not None:
-        summary["shadow"] = state.shadow.summary()
-    if state.feedback is not None:
-        summary["realized_performance"] = state.feedback.summary()
-    return jsonify(summary)
-
-
 @blueprint.get("/metrics")
 def metrics() -> Response:
-    renderer = _state().metrics_renderer
-    if renderer is None:
-        return Response("# telemetry is disabled (OTEL_SDK_DISABLED=true)\n", mimetype="text/plain")
-    body, content_type = renderer.render(request.headers.get("Accept"))
+    body, content_type = _state().metrics.render(request.headers.get("Accept"))
     return Response(body, content_type=content_type)
