@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import random
-import time
 from pathlib import Path
 from typing import Any
 
@@ -37,13 +36,12 @@ class TestDisabled:
     def test_header_is_ignored(
         self, client: FlaskClient, regression_model_dir: Path, telemetry: InMemoryTelemetry
     ) -> None:
-        started = time.perf_counter()
         response = client.post(
             "/predict", json={"instances": [_row(regression_model_dir)]}, headers={FAULT_HEADER: "latency=1,error"}
         )
-        assert response.status_code == 200
-        assert time.perf_counter() - started < 0.5
+        assert response.status_code == 200  # the requested error did not fire
         assert "feature_lookup" not in {span.name for span in telemetry.spans.get_finished_spans()}
+        assert not [line for line in telemetry.console_lines() if "fault injected" in line]
 
 
 class TestLatency:
@@ -53,12 +51,10 @@ class TestLatency:
         self, regression_model_dir: Path, telemetry: InMemoryTelemetry
     ) -> None:
         client = _client(regression_model_dir, telemetry, faults=True)
-        started = time.perf_counter()
         response = client.post(
             "/predict", json={"instances": [_row(regression_model_dir)]}, headers={FAULT_HEADER: "latency=0.2"}
         )
         assert response.status_code == 200
-        assert time.perf_counter() - started >= 0.2
         trace_id = response.headers["X-Trace-Id"]
         stage = next(span for span in telemetry.spans.get_finished_spans() if span.name == "feature_lookup")
         assert format(stage.context.trace_id, "032x") == trace_id
@@ -74,21 +70,32 @@ class TestLatency:
         assert fault_lines[0]["trace_id"] == trace_id
         assert fault_lines[0]["span_id"] == format(stage.context.span_id, "016x")
 
-    def test_requested_delay_is_capped(self, regression_model_dir: Path, telemetry: InMemoryTelemetry) -> None:
+    def test_requested_delay_is_capped(self) -> None:
+        slept: list[float] = []
         injector = FaultInjector(
-            FaultPlan(max_latency_seconds=0.05), TracerProvider().get_tracer("t"), MeterProvider().get_meter("t")
+            FaultPlan(max_latency_seconds=0.05),
+            TracerProvider().get_tracer("t"),
+            MeterProvider().get_meter("t"),
+            sleep=slept.append,
         )
-        started = time.perf_counter()
         injector.run_stage("latency=600", {})
-        assert time.perf_counter() - started < 1
+        injector.run_stage("latency=0.01", {})
+        injector.run_stage("latency=nonsense", {})
+        assert slept == [0.05, 0.01]
 
     def test_random_latency_follows_the_probability(self) -> None:
-        tracer, meter = TracerProvider().get_tracer("t"), MeterProvider().get_meter("t")
+        slept: list[float] = []
         injector = FaultInjector(
-            FaultPlan(latency_probability=0.25, latency_seconds=1.0), tracer, meter, random.Random(3)
+            FaultPlan(latency_probability=0.25, latency_seconds=1.0),
+            TracerProvider().get_tracer("t"),
+            MeterProvider().get_meter("t"),
+            random.Random(3),
+            sleep=slept.append,
         )
-        decisions = [injector._decide(None)[0] for _ in range(4000)]
-        assert 0.22 < decisions.count(1.0) / len(decisions) < 0.28
+        for _ in range(4000):
+            injector.run_stage(None, {})
+        assert set(slept) == {1.0}
+        assert 0.22 < len(slept) / 4000 < 0.28
 
 
 class TestErrors:

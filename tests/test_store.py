@@ -18,9 +18,9 @@ from typing import Any
 import numpy as np
 import pytest
 
-from service.groundtruth import retention
 from service.groundtruth.ids import new_prediction_ids
 from service.groundtruth.records import FeedbackItem, PredictionRequest
+from service.groundtruth.retention import Retention
 from service.groundtruth.store import PredictionLog
 
 VERSION = "0123456789ab"
@@ -377,20 +377,18 @@ class TestRetention:
         finally:
             log.close()
 
-    def test_a_backlog_is_purged_a_pass_at_a_time(self, path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-        monkeypatch.setattr(retention, "_PURGE_CHUNK", 3)
-        monkeypatch.setattr(retention, "_PURGE_PASS", 6)
+    def test_a_backlog_is_purged_a_pass_at_a_time(self, path: Path) -> None:
         with _open(path) as unbounded:
             unbounded.record(_records(50, created_at=time.time() - 7200))
-        with _open(path, retention_seconds=3600) as bounded:
-            fresh = _records(1)
-            bounded.record(fresh)
-            assert bounded.flush(timeout=5)
-            assert _pid(fresh[0]) in bounded.lookup([_pid(fresh[0])])
-            deadline = time.monotonic() + 5
-            while bounded.stats().rows != 1 and time.monotonic() < deadline:
-                time.sleep(0.02)
-            assert bounded.stats().rows == 1
+            unbounded.record(_records(1))
+        retention = Retention(path, seconds=3600, max_rows=None, chunk_rows=3, pass_rows=6)
+        left = []
+        with closing(sqlite3.connect(path, isolation_level=None)) as connection:
+            while not retention.purge_pass(connection):
+                left.append(_count(path, "requests"))
+            left.append(_count(path, "requests"))
+        # Six rows a pass, three per transaction, until the last pass finds fewer than six: only the fresh row stays.
+        assert left == [51 - 6 * n for n in range(1, 9)] + [1]
 
     def test_writer_purges_at_start(self, path: Path) -> None:
         with _open(path) as unbounded:

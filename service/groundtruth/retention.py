@@ -18,17 +18,20 @@ __all__ = ["Retention"]
 # Every event of the prediction log comes from one logger, whichever module raises it: its name is in each record.
 _log = structlog.get_logger("service.groundtruth.store")
 
-_PURGE_CHUNK = 5000  # rows deleted per transaction, so other workers' writes interleave with a big purge
-_PURGE_PASS = 4 * _PURGE_CHUNK  # rows deleted per pass of the writer, so queued predictions wait little
-
 
 @dataclass(frozen=True)
 class Retention:
-    """What the log at `path` keeps: predictions newer than `seconds`, and at most `max_rows`; `None` keeps all."""
+    """What the log at `path` keeps: predictions newer than `seconds`, and at most `max_rows`; `None` keeps all.
+
+    A purge deletes `chunk_rows` per transaction, so other workers' writes interleave with a big purge, and the
+    writer's pass stops after `pass_rows`, so predictions queued behind it wait little.
+    """
 
     path: Path
     seconds: float | None
     max_rows: int | None
+    chunk_rows: int = 5000
+    pass_rows: int = 20_000
 
     def purge(self, connection: sqlite3.Connection, now: float, budget: int | None = None) -> int:
         """Delete whole requests, oldest first, with their labels; returns the predictions deleted."""
@@ -37,14 +40,14 @@ class Retention:
         if self.seconds is not None:
             cutoff = now - self.seconds
             query = "SELECT rowid, request_id, row_count FROM requests WHERE created_at < ? ORDER BY created_at LIMIT ?"
-            while left > 0 and (count := _delete_chunk(connection, query, (cutoff, _PURGE_CHUNK), left)):
+            while left > 0 and (count := _delete_chunk(connection, query, (cutoff, self.chunk_rows), left)):
                 deleted += count
                 left -= count
         if self.max_rows is not None and left > 0:
             (rows,) = connection.execute("SELECT coalesce(sum(row_count), 0) FROM requests").fetchone()
             excess = min(rows - self.max_rows, left)
             query = "SELECT rowid, request_id, row_count FROM requests ORDER BY created_at, rowid LIMIT ?"
-            while excess > 0 and (count := _delete_chunk(connection, query, (_PURGE_CHUNK,), excess)):
+            while excess > 0 and (count := _delete_chunk(connection, query, (self.chunk_rows,), excess)):
                 deleted += count
                 excess -= count
         return deleted
@@ -54,13 +57,13 @@ class Retention:
         if self.seconds is None and self.max_rows is None:
             return True
         try:
-            deleted = self.purge(connection, time.time(), budget=_PURGE_PASS)
+            deleted = self.purge(connection, time.time(), budget=self.pass_rows)
         except sqlite3.Error as error:
             _log.warning("prediction log purge failed", path=str(self.path), error=str(error))
             return True
         if deleted:
             _log.info("prediction log purged", path=str(self.path), rows=deleted)
-        return deleted < _PURGE_PASS
+        return deleted < self.pass_rows
 
 
 def _delete_chunk(connection: sqlite3.Connection, query: str, parameters: tuple[Any, ...], rows: float) -> int:

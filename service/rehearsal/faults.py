@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import structlog
@@ -40,12 +41,24 @@ class FaultPlan:
 
 
 class FaultInjector:
-    """Runs the fault stage of a request."""
+    """Runs the fault stage of a request.
 
-    def __init__(self, plan: FaultPlan, tracer: Tracer, meter: Meter, rng: random.Random | None = None) -> None:
+    `rng` decides the random faults and `sleep` waits out an injected delay; rehearsals keep the defaults, tests
+    pass a seeded generator and a recorder to see every decision without waiting for it.
+    """
+
+    def __init__(
+        self,
+        plan: FaultPlan,
+        tracer: Tracer,
+        meter: Meter,
+        rng: random.Random | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
         self.plan = plan
         self._tracer = tracer
         self._rng = rng or random.Random()
+        self._sleep = sleep
         self._injected = meter.create_counter(
             "model.faults.injected", unit="{fault}", description="Faults injected for rehearsals, by type."
         )
@@ -59,7 +72,7 @@ class FaultInjector:
                 span.add_event("fault injected", {"fault.type": "latency", "fault.delay_s": delay})
                 self._injected.add(1, {**attributes, "fault.type": "latency"})
                 _log.warning("fault injected", fault_type="latency", delay_s=delay, stage=self.plan.stage)
-                time.sleep(delay)
+                self._sleep(delay)
             if error:
                 span.set_attributes({"fault.injected": True, "fault.type": "error"})
                 span.add_event("fault injected", {"fault.type": "error"})
