@@ -48,7 +48,7 @@ test: install-dev system-deps
 	$(BIN)/python -m pytest -n 2
 
 # The tier to run while editing: no processes started, property tests at a small example count, both cores.
-test-fast: install-dev
+test-fast: install-dev system-deps
 	HYPOTHESIS_PROFILE=fast $(BIN)/python -m pytest -m "not slow" -n 2
 
 lint: install-dev

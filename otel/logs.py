@@ -38,6 +38,7 @@ from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from structlog.typing import EventDict, Processor, WrappedLogger
 
 from otel import _sdk
+from otel.environment import BatchSettings
 
 __all__ = ["OTelBridgeHandler", "add_trace_context", "configure_logging", "flush_logs", "setup_logs"]
 
@@ -55,11 +56,19 @@ _EMPTY_CONTEXT = Context()
 _LIMITS = LogRecordLimits()  # the SDK's defaults, which every logger of `setup_logs`' providers uses
 
 
-def setup_logs(resource: Resource, exporter: LogRecordExporter | None = None, *, batch: bool = True) -> LoggerProvider:
-    """Return a LoggerProvider exporting to `exporter` (batched, bounded by the `OTEL_BLRP_*` variables)."""
+def setup_logs(
+    resource: Resource,
+    exporter: LogRecordExporter | None = None,
+    *,
+    batch: bool = True,
+    batch_settings: BatchSettings | None = None,
+) -> LoggerProvider:
+    """Return a LoggerProvider exporting to `exporter`, batched and bounded by `batch_settings` (left out: the
+    `OTEL_BLRP_*` variables in `os.environ`, as the SDK reads them)."""
     provider = LoggerProvider(resource=resource)
     if exporter is not None:
-        processor = BatchLogRecordProcessor(exporter) if batch else SimpleLogRecordProcessor(exporter)
+        options = {} if batch_settings is None else batch_settings.as_kwargs()
+        processor = BatchLogRecordProcessor(exporter, **options) if batch else SimpleLogRecordProcessor(exporter)
         provider.add_log_record_processor(processor)
         if isinstance(processor, BatchLogRecordProcessor):
             _BATCHED[provider] = processor

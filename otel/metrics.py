@@ -19,19 +19,13 @@ from opentelemetry.metrics import (
     UpDownCounter,
 )
 from opentelemetry.metrics import Meter as APIMeter
-from opentelemetry.sdk.environment_variables import OTEL_METRICS_EXEMPLAR_FILTER
-from opentelemetry.sdk.metrics import (
-    AlwaysOffExemplarFilter,
-    AlwaysOnExemplarFilter,
-    ExemplarFilter,
-    MeterProvider,
-    TraceBasedExemplarFilter,
-)
+from opentelemetry.sdk.metrics import ExemplarFilter, MeterProvider
 from opentelemetry.sdk.metrics.export import MetricExporter, MetricReader, MetricsData
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.util.types import Attributes
 
+from otel import environment
 from otel._sdk import Gauge
 from otel.histograms import HistogramProducer
 
@@ -47,18 +41,22 @@ SECONDS_BUCKETS: tuple[float, ...] = (
 )  # fmt: skip
 
 
-def setup_metrics(resource: Resource, readers: Sequence[MetricReader]) -> MeterProvider:
+def setup_metrics(
+    resource: Resource, readers: Sequence[MetricReader], *, exemplar_filter: ExemplarFilter | None = None
+) -> MeterProvider:
     """Return a MeterProvider feeding `readers`, whose histograms are aggregated in process (`otel.histograms`).
 
     Histograms get their buckets from the instrument's advisory boundaries: latency instruments pass
-    `SECONDS_BUCKETS`, others (label delays in hours, batch sizes) their own. Exemplars follow
-    `OTEL_METRICS_EXEMPLAR_FILTER` (default `trace_based`: a measurement taken inside a sampled span keeps that
-    span's trace and span id), which is what links a latency bucket to a trace.
+    `SECONDS_BUCKETS`, others (label delays in hours, batch sizes) their own. Exemplars follow `exemplar_filter`,
+    by default what `OTEL_METRICS_EXEMPLAR_FILTER` in `os.environ` says (`trace_based` when unset: a measurement
+    taken inside a sampled span keeps that span's trace and span id), which is what links a latency bucket to a
+    trace.
     Every reader processes every measurement of the SDK's instruments, so keep the number of readers small: one
     `OpenMetricsReader`, whose collections `MetricPusher` also pushes. Each reader must take producers
     (`add_producer`), or it would never see the histograms.
     """
-    exemplar_filter = _exemplar_filter(os.environ.get(OTEL_METRICS_EXEMPLAR_FILTER, "trace_based"))
+    if exemplar_filter is None:
+        exemplar_filter = environment.exemplar_filter(os.environ)
     histograms = HistogramProducer(resource, exemplar_filter)
     for reader in readers:
         add_producer = getattr(reader, "add_producer", None)
@@ -133,18 +131,6 @@ class _Meter(APIMeter):
         self, name: str, callbacks: Sequence[CallbackT] | None = None, unit: str = "", description: str = ""
     ) -> ObservableGauge:
         return self._meter.create_observable_gauge(name, callbacks, unit, description)
-
-
-def _exemplar_filter(name: str) -> ExemplarFilter:
-    """The filter `OTEL_METRICS_EXEMPLAR_FILTER` names, as the SDK reads it (an unknown name is an error there too)."""
-    filters: dict[str, Callable[[], ExemplarFilter]] = {
-        "trace_based": TraceBasedExemplarFilter,
-        "always_on": AlwaysOnExemplarFilter,
-        "always_off": AlwaysOffExemplarFilter,
-    }
-    if name not in filters:
-        raise ValueError(f"OTEL_METRICS_EXEMPLAR_FILTER={name!r}: use trace_based, always_on or always_off")
-    return filters[name]()
 
 
 class MetricPusher:

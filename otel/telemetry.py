@@ -15,6 +15,7 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.trace import NoOpTracerProvider, TracerProvider
 
 from otel.destinations import exporter_options
+from otel.environment import batch_settings, exemplar_filter, sampler
 from otel.exporters import FastOTLPLogExporter, FastOTLPSpanExporter
 from otel.logs import configure_logging, setup_logs
 from otel.metrics import MetricPusher, setup_metrics
@@ -65,14 +66,17 @@ class Telemetry:
         environment: str = "local",
         env: Mapping[str, str] | None = None,
     ) -> Telemetry:
-        """Build providers as the standard variables say.
+        """Build providers as the standard variables in `env` (default `os.environ`) say.
 
         Each signal is pushed over OTLP/HTTP when `OTEL_EXPORTER_OTLP_ENDPOINT` or its per-signal variable is set
-        and its `OTEL_*_EXPORTER` is not `none`; metrics are always readable at `GET /metrics` as well. Queue sizes
-        and intervals come from the SDK's own variables (`OTEL_BSP_*`, `OTEL_BLRP_*`, `OTEL_METRIC_EXPORT_*`);
-        the export timeout from `OTEL_EXPORTER_OTLP[_<SIGNAL>]_TIMEOUT` in milliseconds, as the specification
-        says (`otel.resilience.export_timeout`). Endpoints, headers, compression and TLS files come from `env`
-        (`otel.destinations`). Every exporter is wrapped to count what an outage drops.
+        and its `OTEL_*_EXPORTER` is not `none`; metrics are always readable at `GET /metrics` as well. Every
+        setting is read from `env` and passed to the SDK explicitly: endpoints, headers, compression and TLS files
+        (`otel.destinations`); the export timeout from `OTEL_EXPORTER_OTLP[_<SIGNAL>]_TIMEOUT` in milliseconds,
+        as the specification says (`otel.resilience.export_timeout`); the sampler, the batch processors' bounds
+        (`OTEL_BSP_*`, `OTEL_BLRP_*`), the resource attributes and the exemplar filter (`otel.environment`, which
+        also lists the few the SDK reads only from `os.environ`); the push interval (`OTEL_METRIC_EXPORT_*`).
+        An invalid value is a `ValueError` naming its variable. Every exporter is wrapped to count what an outage
+        drops.
         """
         env = os.environ if env is None else env
         if env.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
@@ -80,17 +84,21 @@ class Telemetry:
         protocol = env.get("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf")
         if protocol != "http/protobuf":
             raise ValueError(f"OTEL_EXPORTER_OTLP_PROTOCOL={protocol!r} is not supported; use http/protobuf")
-        resource = build_resource(service_name=service_name, service_version=service_version, environment=environment)
+        resource = build_resource(
+            service_name=service_name, service_version=service_version, environment=environment, env=env
+        )
         exporting: dict[str, str] = {}
 
         span_exporter = None
         if _wants_otlp(env, "TRACES"):
             span_exporter = ResilientSpanExporter(FastOTLPSpanExporter(**exporter_options(env, "TRACES")))
             exporting["traces"] = "otlp"
-        tracer_provider = setup_tracing(resource, span_exporter)
+        tracer_provider = setup_tracing(
+            resource, span_exporter, sampler=sampler(env), batch_settings=batch_settings(env, "BSP")
+        )
 
         reader = OpenMetricsReader()
-        meter_provider = setup_metrics(resource, [reader])
+        meter_provider = setup_metrics(resource, [reader], exemplar_filter=exemplar_filter(env))
         metric_exporter = pusher = None
         if _wants_otlp(env, "METRICS"):
             from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
@@ -108,7 +116,9 @@ class Telemetry:
         if _wants_otlp(env, "LOGS"):
             log_exporter = ResilientLogExporter(FastOTLPLogExporter(**exporter_options(env, "LOGS")))
             exporting["logs"] = "otlp"
-        logger_provider = setup_logs(resource, log_exporter) if log_exporter is not None else None
+        logger_provider = None
+        if log_exporter is not None:
+            logger_provider = setup_logs(resource, log_exporter, batch_settings=batch_settings(env, "BLRP"))
         health = [e.health for e in (span_exporter, metric_exporter, log_exporter) if e is not None]
         register_instruments(meter_provider.get_meter("otel.resilience"), health)
         return cls(resource, tracer_provider, meter_provider, logger_provider, reader, exporting, health, pusher)
