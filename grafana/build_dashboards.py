@@ -35,6 +35,9 @@ ONCALL_UID = "modellens-oncall"
 
 # The /predict latency SLO (prometheus/rules/serving.rules.yml): 99 % under 250 ms, so the error budget is 1 %.
 SLO_BUDGET = 0.01
+# The drift decision's effect size (service/monitoring/drift.py DRIFT_EFFECT, alerts.rules.yml); a test keeps
+# them equal.
+DRIFT_EFFECT = 0.05
 PREDICT = 'http_route="/predict"'
 PREDICT_SELECTOR = f'{{job="$job", {PREDICT}}}'
 SLI_GOOD = f'{{job="$job", {PREDICT}, http_response_status_code!~"5..", le="0.25"}}'
@@ -66,6 +69,20 @@ class Query:
             "format": self.fmt,
             "editorMode": "code",
         }
+
+
+def significance(kind: str, selector: str) -> str:
+    """The drift test's statistic over its critical value: above 1, the change is significant."""
+    return f"{kind}:chi2:increase5m{{{selector}}} / {kind}:drift_critical_value:max{{{selector}}}"
+
+
+def drifting(kind: str) -> str:
+    """How many of a model's series read `drift` now, 0 when none do (so the bar shows instead of "No data")."""
+    effect = f"{kind}:drift_effect:rate5m"
+    return (
+        f"count by (model_name, model_version) ({effect} >= {DRIFT_EFFECT} and {kind}:drift_significant:increase5m)"
+        f" or 0 * count by (model_name, model_version) ({effect})"
+    )
 
 
 def or_zero(counter: str, selector: str) -> str:
@@ -612,7 +629,7 @@ def _model_health() -> Dashboard:
         f" / on (feature) group_left sum by (feature) (rate({feature_bins}[$__rate_interval]))"
     )
     this_model = 'job="$job", model_name="$model_name"'
-    psi_thresholds = [("green", None), ("orange", 0.1), ("red", 0.25)]
+    effect_thresholds = [("green", None), ("red", DRIFT_EFFECT)]
     return Dashboard(
         uid=MODEL_UID,
         title="modellens · Model health",
@@ -708,41 +725,53 @@ def _model_health() -> Dashboard:
             ),
             Row("Drift"),
             timeseries(
-                "Feature PSI (5m)",
-                [Query(f"model_feature:psi:rate5m{{{features}}}", "{{feature}}")],
-                thresholds=psi_thresholds,
+                "Feature drift effect (PSI above chance, 5m)",
+                [Query(f"model_feature:drift_effect:rate5m{{{features}}}", "{{feature}}")],
+                thresholds=effect_thresholds,
                 threshold_lines=True,
-                description="Population stability index per feature (recording rule). Warning at 0.1, alert at 0.25.",
+                description="PSI minus what chance alone gives a window of this size (recording rule). A feature "
+                "drifts when this is at least 0.05 and the chi2 test beside is significant; significant and smaller "
+                "is a warning. Raw PSI is not thresholded: it grows as windows shrink (docs/metrics.md).",
             ),
             timeseries(
-                "Feature Jensen-Shannon distance (5m)",
-                [Query(f"model_feature:js_distance:rate5m{{{features}}}", "{{feature}}")],
-                thresholds=[("green", None), ("red", 0.1)],
+                "Feature drift test: chi2 / critical value (5m)",
+                [Query(significance("model_feature", features), "{{feature}}")],
+                thresholds=[("green", None), ("orange", 1)],
                 threshold_lines=True,
-                description="Alert at 0.1.",
+                description="The two-sample chi2 statistic of the window's bin counts against the training counts, "
+                "divided by its critical value (1 % over all features, Bonferroni). Above 1 the change is "
+                "significant. No line: the window has fewer rows than the test needs (insufficient data).",
             ),
             bargauge(
-                "Most drifted features (PSI now)",
-                [Query(f"topk(10, max by (feature) (model_feature:psi:rate5m{{{features}}}))", "{{feature}}")],
-                thresholds=psi_thresholds,
+                "Most drifted features (effect now)",
+                [
+                    Query(
+                        f"topk(10, max by (feature) (model_feature:drift_effect:rate5m{{{features}}}))",
+                        "{{feature}}",
+                    )
+                ],
+                thresholds=effect_thresholds,
                 width=8,
             ),
             timeseries(
                 "Prediction drift (5m)",
                 [
-                    Query(f"model_prediction:psi:rate5m{{{scores}}}", "PSI {{model_version}}"),
-                    Query(f"model_prediction:js_distance:rate5m{{{scores}}}", "JS {{model_version}}"),
+                    Query(f"model_prediction:drift_effect:rate5m{{{scores}}}", "effect {{model_version}}"),
+                    Query(significance("model_prediction", scores), "chi2 / critical {{model_version}}"),
                 ],
-                thresholds=psi_thresholds,
+                thresholds=effect_thresholds,
                 threshold_lines=True,
                 width=8,
+                description="Effect (PSI above chance; drift from 0.05) and the chi2 test's statistic over its "
+                "critical value (significant above 1), for the model's output distribution.",
             ),
             timeseries(
-                "Prediction PSI per slice value (5m)",
-                [Query(f"model_slice_prediction:psi:rate5m{{{scores}}}", "{{slice}}={{slice_value}}")],
-                thresholds=psi_thresholds,
+                "Prediction drift effect per slice value (5m)",
+                [Query(f"model_slice_prediction:drift_effect:rate5m{{{scores}}}", "{{slice}}={{slice_value}}")],
+                thresholds=effect_thresholds,
                 threshold_lines=True,
                 width=8,
+                description="Drift counts only where the slice's chi2 test is significant (ModelPredictionDrift).",
             ),
             timeseries(
                 "In-process drift scores (service window)",
@@ -1031,15 +1060,17 @@ def _oncall() -> Dashboard:
                 description="Scrape health of the service's /metrics (ModelServiceDown pages after 2 minutes at 0).",
             ),
             bargauge(
-                "Max feature PSI per model",
+                "Features drifting per model",
                 [
                     Query(
-                        "max by (model_name, model_version) (model_feature:psi:rate5m)",
+                        drifting("model_feature"),
                         "{{model_name}} {{model_version}}",
                     )
                 ],
                 width=6,
-                thresholds=[("green", None), ("orange", 0.1), ("red", 0.25)],
+                thresholds=[("green", None), ("red", 1)],
+                description="Features whose chi2 test is significant and whose effect is at least 0.05 "
+                "(ModelFeatureDrift, before its 15 minutes).",
                 links=[
                     {
                         "title": "Model health",
@@ -1048,15 +1079,16 @@ def _oncall() -> Dashboard:
                 ],
             ),
             bargauge(
-                "Prediction PSI per model",
+                "Prediction drift per model",
                 [
                     Query(
-                        "max by (model_name, model_version) (model_prediction:psi:rate5m)",
+                        drifting("model_prediction"),
                         "{{model_name}} {{model_version}}",
                     )
                 ],
                 width=6,
-                thresholds=[("green", None), ("orange", 0.1), ("red", 0.25)],
+                thresholds=[("green", None), ("red", 1)],
+                description="1 when the model's output distribution has drifted (significant, effect at least 0.05).",
             ),
             bargauge(
                 "Rejected rows (10m)",

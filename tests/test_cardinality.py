@@ -30,6 +30,7 @@ from otel.metrics import SECONDS_BUCKETS
 from service.artifact.card import ModelCard
 from service.artifact.profile import MISSING, OTHER, UNSEEN, ReferenceProfile
 from service.groundtruth.metrics import DELAY_BUCKETS
+from service.monitoring.drift import STATUSES as DRIFT_STATUSES
 from service.settings import Settings
 from service.web.app import create_app
 from tests.conftest import InMemoryTelemetry
@@ -59,7 +60,8 @@ def allowed_values(app: Flask, card: ModelCard, profile: ReferenceProfile) -> di
         "model_task": {card.task},
         "feature": set(card.feature_names),
         "bin": bins | {MISSING, UNSEEN},
-        "method": {"psi", "js"},
+        "method": {"psi", "js", "chi2"},
+        "status": set(DRIFT_STATUSES),
         "outcome": {"success", "error", "joined", "correct", "incorrect", "agree", "disagree", "compared"},
         "reason": {"missing", "non_finite", "wrong_type", "below_min", "above_max", "unknown_category"}
         | {"unknown_id", "duplicate"},

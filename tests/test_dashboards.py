@@ -19,6 +19,8 @@ from typing import Any
 import pytest
 import yaml
 
+from service.monitoring.drift import DRIFT_EFFECT
+
 REPO = Path(__file__).resolve().parent.parent
 GRAFANA_DIR = REPO / "grafana"
 DASHBOARDS_DIR = GRAFANA_DIR / "dashboards"
@@ -171,6 +173,21 @@ class TestDashboards:
         for panel in all_panels:
             grid = panel["gridPos"]
             assert grid["x"] >= 0 and grid["x"] + grid["w"] <= 24, panel["title"]
+
+    def test_drift_panels_turn_red_at_the_services_effect(self) -> None:
+        """A drift panel colours red exactly where the service and the alerts say `drift`, not at a fixed PSI."""
+        alerts = (REPO / "prometheus" / "rules" / "alerts.rules.yml").read_text(encoding="utf-8")
+        assert f"model_feature:drift_effect:rate5m >= {DRIFT_EFFECT}" in alerts
+        checked = 0
+        for dashboard in dashboards().values():
+            for panel in panels(dashboard):
+                exprs = " ".join(target.get("expr", "") for target in panel.get("targets", []))
+                assert ":psi:" not in exprs, f"{panel['title']}: raw PSI grows as windows shrink; show the effect"
+                if "drift_effect" in exprs and "count by" not in exprs:
+                    steps = panel["fieldConfig"]["defaults"]["thresholds"]["steps"]
+                    assert [step["value"] for step in steps if step["color"] == "red"] == [DRIFT_EFFECT]
+                    checked += 1
+        assert checked >= 4
 
 
 class TestProvisioning:

@@ -10,11 +10,12 @@ import numpy as np
 import pytest
 import requests
 from scipy.spatial.distance import jensenshannon
+from scipy.stats import chi2_contingency
 
 from service.artifact.card import ModelCard
 from service.artifact.datasets import load_bundled
 from service.artifact.training import to_matrix
-from service.monitoring.drift import PSI_EPSILON
+from service.monitoring.drift import DRIFT_EFFECT, PSI_EPSILON
 from tests.support.ports import free_port
 from tests.support.prometheus import PrometheusServer
 from tests.test_serving import serve
@@ -26,6 +27,17 @@ SHIFTED = "bmi"
 
 def _by_feature(result: list[dict]) -> dict[str, float]:
     return {r["metric"]["feature"]: float(r["value"][1]) for r in result}
+
+
+def _bins(result: list[dict], feature: str) -> dict[str, float]:
+    return {r["metric"]["bin"]: float(r["value"][1]) for r in result if r["metric"]["feature"] == feature}
+
+
+def _scipy_chi2(reference: dict[str, float], window: dict[str, float]) -> float:
+    """Pearson's chi2 of the 2 × bins table, by scipy, over the bins either side has."""
+    labels = [label for label in sorted(reference) if reference[label] + window.get(label, 0.0) > 0]
+    table = np.array([[reference[label] for label in labels], [window.get(label, 0.0) for label in labels]])
+    return float(chi2_contingency(table, correction=False).statistic)
 
 
 def test_rules_in_process_and_numpy_agree(regression_model_dir: Path) -> None:
@@ -58,6 +70,12 @@ def test_rules_in_process_and_numpy_agree(regression_model_dir: Path) -> None:
         js_rule = _by_feature(prometheus.query("model_feature:js_distance:rate5m"))
         counts = prometheus.query("sum by (feature, bin) (model_feature_observations_total)")
         reference = prometheus.query("max by (feature, bin) (model_feature_reference_ratio)")
+        chi2_rule = _by_feature(prometheus.query("model_feature:chi2:increase5m"))
+        effect_rule = _by_feature(prometheus.query("model_feature:drift_effect:rate5m"))
+        significant = _by_feature(prometheus.query("model_feature:drift_significant:increase5m"))
+        critical = _by_feature(prometheus.query("model_feature:drift_critical_value:max"))
+        window = prometheus.query("model_feature_bin:observations:increase5m")
+        reference_rows = prometheus.query("model_feature_bin:reference_rows:max")
 
     for spec in card.features:
         in_process = summary["features"][spec.name]
@@ -75,8 +93,22 @@ def test_rules_in_process_and_numpy_agree(regression_model_dir: Path) -> None:
         assert js_rule[spec.name] == pytest.approx(direct_js, rel=1e-9, abs=1e-12), spec.name
         assert in_process["psi"] == pytest.approx(direct_psi, abs=1e-6), spec.name
         assert in_process["js_distance"] == pytest.approx(direct_js, abs=1e-6), spec.name
+        # The test: scipy's contingency-table chi2 on the same counts (increase() in PromQL extrapolates to the
+        # window's edges, so the rule is checked on its own window counts, the service on its raw totals).
+        r = _bins(reference_rows, spec.name)
+        w = _bins(window, spec.name)
+        assert chi2_rule[spec.name] == pytest.approx(_scipy_chi2(r, w), rel=1e-9), spec.name
+        raw = np.array([bins[label] for label in sorted(r)])
+        assert in_process["test"]["statistic"] == pytest.approx(
+            _scipy_chi2(r, dict(zip(sorted(r), raw, strict=True))), abs=1e-6
+        ), spec.name
+        assert in_process["test"]["critical_value"] == pytest.approx(critical[spec.name], abs=1e-6)
+        # The same decision, unless the statistic is within the extrapolation's reach of the critical value.
+        promql_status = "stable"
+        if spec.name in significant:
+            promql_status = "drift" if effect_rule[spec.name] >= DRIFT_EFFECT else "warn"
+        if abs(in_process["test"]["statistic"] / critical[spec.name] - 1) > 0.1:
+            assert in_process["status"] == promql_status, spec.name
         if spec.name == SHIFTED:
+            assert in_process["status"] == promql_status == "drift"
             assert psi_rule[spec.name] > 0.25
-            assert js_rule[spec.name] > 0.1
-        else:
-            assert psi_rule[spec.name] < 0.1, spec.name

@@ -107,6 +107,23 @@ class TestBehaviourMatches:
         assert joined.status_code == 200
         schema_validator(document, "FeedbackResponse").validate(joined.get_json())
 
+    def test_monitoring_fits_its_schema_before_and_after_the_test_can_run(
+        self, client: FlaskClient, document: dict[str, Any], regression_model_dir: Path, settings: Settings
+    ) -> None:
+        validator = schema_validator(document, "Monitoring")
+        quiet = client.get("/monitoring").get_json()
+        validator.validate(quiet)
+        assert {entry["status"] for entry in quiet["features"].values()} == {"insufficient_data"}
+        assert all(entry["reason"] for entry in quiet["features"].values())
+        row = _row(ModelCard.load(regression_model_dir))
+        for _ in range(0, 200, settings.max_batch):
+            assert client.post("/predict", json={"instances": [row] * settings.max_batch}).status_code == 200
+        busy = client.get("/monitoring").get_json()
+        validator.validate(busy)
+        # 200 copies of one row: every numeric feature sits in one bin, far from training.
+        assert busy["features"]["bmi"]["status"] == "drift"
+        assert busy["features"]["bmi"]["test"]["p_value"] < 1e-6
+
     @pytest.mark.parametrize(
         "mutate",
         [

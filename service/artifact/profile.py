@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import math
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -39,8 +39,10 @@ MAX_SLICE_VALUES = 20  # a feature with more distinct training values is not off
 
 @dataclass(frozen=True)
 class Distribution:
-    """Bins and their training shares. Numeric: `edges` cut (-inf, e0], (e0, e1], …, (ek, inf); categorical:
-    one bin per category, then `__unseen__`. Features also end with a `__missing__` bin; predictions do not."""
+    """Bins and their training shares and counts. Numeric: `edges` cut (-inf, e0], (e0, e1], …, (ek, inf);
+    categorical: one bin per category, then `__unseen__`. Features also end with a `__missing__` bin; predictions
+    do not. `counts` is None in profiles written before 0.2, which stored only shares: the drift test then treats
+    the reference as exact (a one-sample test, `service.monitoring.drift`)."""
 
     kind: str  # "numeric" or "categorical"
     labels: tuple[str, ...]
@@ -48,12 +50,19 @@ class Distribution:
     edges: tuple[float, ...] = ()
     categories: tuple[str, ...] = ()
     has_missing: bool = True
+    counts: tuple[int, ...] | None = None
+
+    @property
+    def rows(self) -> int | None:
+        """Reference rows in these bins; None when the profile stored only shares."""
+        return None if self.counts is None else sum(self.counts)
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "kind": self.kind,
             "labels": list(self.labels),
             "shares": list(self.shares),
+            "counts": None if self.counts is None else list(self.counts),
             "edges": list(self.edges),
             "categories": list(self.categories),
             "has_missing": self.has_missing,
@@ -68,6 +77,7 @@ class Distribution:
             edges=tuple(float(x) for x in data["edges"]),
             categories=tuple(data["categories"]),
             has_missing=bool(data["has_missing"]),
+            counts=None if data.get("counts") is None else tuple(int(x) for x in data["counts"]),
         )
 
     def bin_indices(self, values: np.ndarray) -> np.ndarray:
@@ -135,12 +145,13 @@ class ReferenceProfile:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ReferenceProfile:
+        rows = int(data["rows"])
         return cls(
             model_version=data["model_version"],
             created_at=data["created_at"],
-            rows=int(data["rows"]),
-            features={name: Distribution.from_dict(d) for name, d in data["features"].items()},
-            prediction=Distribution.from_dict(data["prediction"]),
+            rows=rows,
+            features={name: _with_counts(Distribution.from_dict(d), rows) for name, d in data["features"].items()},
+            prediction=_with_counts(Distribution.from_dict(data["prediction"]), rows),
             slices={name: SliceSpec.from_dict(s) for name, s in data["slices"].items()},
         )
 
@@ -190,6 +201,14 @@ def build_profile(card: ModelCard, rows: np.ndarray, predictions: np.ndarray, *,
     )
 
 
+def _with_counts(distribution: Distribution, rows: int) -> Distribution:
+    """A feature's or the predictions' counts, recovered from a profile that stored only shares of all `rows`."""
+    if distribution.counts is not None:
+        return distribution
+    counts = tuple(round(share * rows) for share in distribution.shares)
+    return replace(distribution, counts=counts)
+
+
 def slice_label(value: Any) -> str:
     """The slice value of a feature value: the string itself, or a number rounded to 6 significant digits."""
     if _is_missing(value):
@@ -225,4 +244,7 @@ def _shares_like(shell: Distribution, values: np.ndarray) -> Distribution:
     counts = np.bincount(shell.bin_indices(values), minlength=len(shell.labels))[: len(shell.labels)]
     total = counts.sum()
     shares = tuple(float(c) / total for c in counts) if total else tuple(0.0 for _ in counts)
-    return Distribution(shell.kind, shell.labels, shares, shell.edges, shell.categories, shell.has_missing)
+    return Distribution(
+        shell.kind, shell.labels, shares, shell.edges, shell.categories, shell.has_missing,
+        tuple(int(c) for c in counts),
+    )  # fmt: skip

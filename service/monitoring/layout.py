@@ -75,5 +75,5 @@ class BinLayout:
 def _empty_like(distribution: Distribution) -> Distribution:
     return Distribution(
         distribution.kind, distribution.labels, tuple(0.0 for _ in distribution.labels),
-        distribution.edges, distribution.categories, distribution.has_missing,
+        distribution.edges, distribution.categories, distribution.has_missing, tuple(0 for _ in distribution.labels),
     )  # fmt: skip

@@ -22,7 +22,7 @@ from service.monitoring.binning import Binner
 from service.monitoring.layout import BinLayout
 from service.monitoring.observations import register_observations
 from service.monitoring.quality import QUALITY_REASONS, REASON_INDEX, QualityIssue
-from service.monitoring.snapshot import Scores, summary, window_scores
+from service.monitoring.snapshot import Decisions, Scores, summary, window_decisions, window_scores
 from service.monitoring.window import parse_window
 
 __all__ = ["ModelMonitor"]
@@ -54,6 +54,7 @@ class ModelMonitor:
         self._quality = np.zeros((len(card.features), len(QUALITY_REASONS)), dtype=np.int64)
         self._rejected_rows = 0
         self._window = parse_window(window, self._size, clock=clock)
+        self._memo: tuple[np.ndarray, Scores, Decisions] | None = None  # the last window readings (_window_readings)
         self._pending: list[tuple[np.ndarray, np.ndarray]] = []  # rows held back, see `observe`
         self._pending_rows = 0
         self._pending_stamp = 0
@@ -118,10 +119,24 @@ class ModelMonitor:
 
     def window_scores(self) -> Scores:
         """(kind, name, slice value) → (PSI, JS distance) over the current window."""
+        return self._window_readings()[1]
+
+    def window_decisions(self) -> Decisions:
+        """(kind, name, slice value) → the drift decision over the current window."""
+        return self._window_readings()[2]
+
+    def _window_readings(self) -> tuple[np.ndarray, Scores, Decisions]:
+        """Scores and decisions over the window, computed again only when its counts changed: one collection reads
+        them from six callbacks (scores and statuses of features, predictions and slices)."""
         with self._lock:
             self._fold()
             window = self._window.counts()
-        return window_scores(self._layout, window)
+            memo = self._memo
+        if memo is not None and np.array_equal(memo[0], window):
+            return memo
+        memo = (window, window_scores(self._layout, window), window_decisions(self._layout, window))
+        self._memo = memo  # a race only computes the same readings twice
+        return memo
 
     def totals(self) -> np.ndarray:
         """Counts per flat bin (see `BinLayout`) since start-up: a copy."""

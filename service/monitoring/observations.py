@@ -1,4 +1,5 @@
-"""The monitor's observable instruments: bin counts, reference shares, drift scores, data quality and model age.
+"""The monitor's observable instruments: bin counts, the reference, drift scores and decisions, data quality and
+model age.
 
 Nothing here runs on the request path: each callback reads the monitor when a reader collects. Every bin's
 attribute set is built once, at registration, and reused by every collection.
@@ -16,9 +17,10 @@ from opentelemetry.metrics import CallbackOptions, Meter, Observation
 
 from service.artifact.card import ModelCard
 from service.artifact.profile import ReferenceProfile
+from service.monitoring.drift import STATUSES, critical_value, min_rows
 from service.monitoring.layout import BinLayout
 from service.monitoring.quality import QUALITY_REASONS, REASONS_BY_TYPE
-from service.monitoring.snapshot import Scores
+from service.monitoring.snapshot import Decisions, Scores, families, family_of
 
 __all__ = ["Readings", "register_observations"]
 
@@ -42,6 +44,10 @@ class Readings(Protocol):
 
     def window_scores(self) -> Scores:
         """(kind, name, slice value) → (PSI, JS distance) over the current window."""
+        ...
+
+    def window_decisions(self) -> Decisions:
+        """(kind, name, slice value) → the drift decision over the current window."""
         ...
 
 
@@ -88,8 +94,25 @@ class _Observations:
                 description="Training share of each bin (the reference distribution).",
             )  # fmt: skip
             meter.create_observable_gauge(
+                f"{prefix}.reference.rows", [self._reference_rows_callback(kind)], unit="{row}",
+                description="Training rows in each bin: the reference side of the drift test.",
+            )  # fmt: skip
+            meter.create_observable_gauge(
                 f"{prefix}.drift.score", [self._drift_callback(kind)], unit="{score}",
-                description="Drift over the in-process sliding window: method=psi or js (Jensen-Shannon distance).",
+                description="Drift over the in-process sliding window: method=psi, js (Jensen-Shannon distance) "
+                "or chi2 (the test statistic, when the window is large enough).",
+            )  # fmt: skip
+            meter.create_observable_gauge(
+                f"{prefix}.drift.status", [self._status_callback(kind)],
+                description="The drift decision over the window: 1 for the current status, 0 for the others.",
+            )  # fmt: skip
+            meter.create_observable_gauge(
+                f"{prefix}.drift.critical_value", [self._limit_callback(kind, "critical")], unit="{score}",
+                description="The chi2 statistic above which the window's change is significant (Bonferroni-corrected).",
+            )  # fmt: skip
+            meter.create_observable_gauge(
+                f"{prefix}.drift.min_rows", [self._limit_callback(kind, "rows")], unit="{row}",
+                description="Window rows the drift test needs; fewer read insufficient_data.",
             )  # fmt: skip
         meter.create_observable_counter(
             "model.data_quality.issues", [self._quality_callback], unit="{issue}",
@@ -134,18 +157,65 @@ class _Observations:
 
         return callback
 
+    def _segment_attributes(self, kind: str, name: str, value: str) -> dict[str, str]:
+        attributes = dict(self._common)
+        if kind == "feature":
+            attributes["feature"] = name
+        elif kind == "slice":
+            attributes["slice"], attributes["slice_value"] = name, value
+        return attributes
+
     def _drift_callback(self, kind: str) -> _Callback:
         def callback(_options: CallbackOptions) -> Iterable[Observation]:
-            for (segment_kind, name, value), (psi_value, js_value) in self._readings.window_scores().items():
-                if segment_kind != kind or np.isnan(psi_value):
+            decisions = self._readings.window_decisions()
+            for key, (psi_value, js_value) in self._readings.window_scores().items():
+                if key[0] != kind or np.isnan(psi_value):
                     continue
-                attributes = dict(self._common)
-                if kind == "feature":
-                    attributes["feature"] = name
-                elif kind == "slice":
-                    attributes["slice"], attributes["slice_value"] = name, value
+                attributes = self._segment_attributes(*key)
                 yield Observation(psi_value, {**attributes, "method": "psi"})
                 yield Observation(js_value, {**attributes, "method": "js"})
+                statistic = decisions[key].statistic
+                if np.isfinite(statistic):
+                    yield Observation(statistic, {**attributes, "method": "chi2"})
+
+        return callback
+
+    def _status_callback(self, kind: str) -> _Callback:
+        def callback(_options: CallbackOptions) -> Iterable[Observation]:
+            for key, decision in self._readings.window_decisions().items():
+                if key[0] == kind:
+                    attributes = self._segment_attributes(*key)
+                    for status in STATUSES:
+                        yield Observation(int(decision.status == status), {**attributes, "status": status})
+
+        return callback
+
+    def _limit_callback(self, kind: str, limit: str) -> _Callback:
+        """The segment's constant threshold: the critical χ² value, or the rows the test needs."""
+        sizes = families(self._layout)
+        observations = []
+        for segment in self._layout.of_kind(kind):
+            shares = np.asarray(segment.distribution.shares, dtype=np.float64)
+            if not shares.sum() > 0:
+                continue
+            value = critical_value(shares, family_of(segment, sizes)) if limit == "critical" else min_rows(shares)
+            observations.append(Observation(value, self._segment_attributes(kind, segment.name, segment.value)))
+
+        def callback(_options: CallbackOptions) -> Iterable[Observation]:
+            return observations
+
+        return callback
+
+    def _reference_rows_callback(self, kind: str) -> _Callback:
+        observations = [
+            Observation(count, self._attributes[segment.start + offset])
+            for segment in self._layout.of_kind(kind) if segment.distribution.counts is not None
+            and sum(segment.distribution.counts) > 0
+            for offset, count in enumerate(segment.distribution.counts)
+        ]  # fmt: skip
+
+        def callback(_options: CallbackOptions) -> Iterable[Observation]:
+            return observations
 
         return callback
 

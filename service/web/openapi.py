@@ -8,6 +8,7 @@ from flask import Blueprint, Response, current_app, jsonify
 
 from service import __version__
 from service.artifact.card import ModelCard
+from service.monitoring.drift import STATUSES
 from service.settings import Settings
 from service.web.validation import MAX_MAGNITUDE
 
@@ -53,7 +54,7 @@ def build_document(card: ModelCard, settings: Settings, *, feedback: bool = True
         "/monitoring": {
             "get": _get(
                 "The current window: drift, data quality, slices, shadow, realized performance.",
-                {"type": "object"},
+                {"$ref": "#/components/schemas/Monitoring"},
                 {"404": _problem_ref("Monitoring is off.")},
             )
         },
@@ -79,6 +80,8 @@ def build_document(card: ModelCard, settings: Settings, *, feedback: bool = True
         "components": {
             "schemas": {
                 "Instance": _instance_schema(card),
+                "Monitoring": _monitoring_schema(card),
+                "Drift": _drift_schema(),
                 "PredictRequest": _object(
                     {
                         "instances": {
@@ -242,6 +245,59 @@ def _traced(description: str, schema: dict[str, Any]) -> dict[str, Any]:
             "traceparent": {"$ref": "#/components/headers/traceparent"},
         },
         "content": {"application/json": {"schema": schema}},
+    }
+
+
+def _monitoring_schema(card: ModelCard) -> dict[str, Any]:
+    """`GET /monitoring`: the drift entries in full; the shadow and performance parts only as objects."""
+    drift = {"$ref": "#/components/schemas/Drift"}
+    feature = {
+        "allOf": [drift],
+        "properties": {"quality_issues": {"type": "object", "additionalProperties": {"type": "integer"}}},
+    }
+    return {
+        "type": "object",
+        "required": ["model", "window", "rows_scored", "rows_rejected", "features", "prediction", "slices"],
+        "properties": {
+            "model": {"$ref": "#/components/schemas/ModelRef"},
+            "window": {"type": "object"},
+            "rows_scored": {"type": "integer", "minimum": 0},
+            "rows_rejected": {"type": "integer", "minimum": 0},
+            "features": {
+                "type": "object",
+                "properties": {feature_spec.name: feature for feature_spec in card.features},
+                "additionalProperties": False,
+            },
+            "prediction": drift,
+            "slices": {"type": "object", "additionalProperties": {"type": "object", "additionalProperties": drift}},
+        },
+    }
+
+
+def _drift_schema() -> dict[str, Any]:
+    """One drift decision (docs/metrics.md, "The drift decision"); numbers are null where the test cannot run."""
+    number = {"type": ["number", "null"]}
+    return {
+        "type": "object",
+        "required": ["status", "psi", "js_distance", "window_rows", "test"],
+        "properties": {
+            "status": {"enum": list(STATUSES)},
+            "psi": number,
+            "js_distance": number,
+            "window_rows": {"type": "integer", "minimum": 0},
+            "reason": {"type": "string", "description": "Why the status is insufficient_data."},
+            "test": _object(
+                {
+                    "method": {"const": "chi2"},
+                    "statistic": number,
+                    "p_value": {"type": ["number", "null"], "minimum": 0, "maximum": 1},
+                    "critical_value": number,
+                    "family_size": {"type": "integer", "minimum": 1},
+                    "min_rows": {"type": ["integer", "null"], "minimum": 0},
+                    "effect": number,
+                }
+            ),
+        },
     }
 
 
