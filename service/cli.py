@@ -16,11 +16,19 @@ def _train(args: argparse.Namespace) -> int:
     from service.artifact.datasets import DatasetError, load_bundled, load_csv
     from service.artifact.training import train
 
-    name = args.name or (Path(args.data).stem if args.data else args.dataset)
+    if args.data and args.dataset:
+        print("error: --dataset and --data each name the training data; give one", file=sys.stderr)
+        return 2
+    dataset_name = args.dataset or "diabetes"
+    name = args.name or (Path(args.data).stem if args.data else dataset_name)
     output = Path(args.output) if args.output else Path("models") / name
-    if args.if_missing and (output / CARD_FILE).exists():
-        print(f"model already trained at {output}; skipping (--if-missing)")
-        return 0
+    if (output / CARD_FILE).exists():
+        if args.if_missing:
+            print(f"model already trained at {output}; skipping (--if-missing)")
+            return 0
+        if not args.force:
+            print(f"error: {output} already holds a model; --force replaces it, --if-missing keeps it", file=sys.stderr)
+            return 2
     try:
         if args.data:
             if not args.target:
@@ -28,7 +36,7 @@ def _train(args: argparse.Namespace) -> int:
                 return 2
             dataset = load_csv(Path(args.data), args.target, task=args.task)
         else:
-            dataset = load_bundled(args.dataset)
+            dataset = load_bundled(dataset_name)
     except DatasetError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
@@ -116,52 +124,77 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
 
     train = commands.add_parser("train", help="fit a model and write its model directory")
-    train.add_argument("--dataset", choices=BUNDLED, default="diabetes", help="a dataset bundled with scikit-learn")
+    train.add_argument("--dataset", choices=BUNDLED, help="a dataset bundled with scikit-learn (default: diabetes)")
     train.add_argument("--data", help="a CSV file of your own (needs --target)")
     train.add_argument("--target", help="the CSV column to predict")
     train.add_argument("--task", choices=("regression", "classification"), help="default: inferred from the target")
     train.add_argument("--name", help="model name (default: the dataset or file name)")
     train.add_argument("--output", help="model directory (default: models/<name>)")
-    train.add_argument("--seed", type=int, default=0)
-    train.add_argument("--if-missing", action="store_true", help="do nothing if the model directory has a card")
+    train.add_argument("--seed", type=int, default=0, help="seed of the holdout split and the estimator (default: 0)")
+    existing = train.add_mutually_exclusive_group()
+    existing.add_argument("--if-missing", action="store_true", help="do nothing if the model directory has a card")
+    existing.add_argument("--force", action="store_true", help="replace a model already in the model directory")
     train.set_defaults(handler=_train)
 
     profile = commands.add_parser("profile", help="compute a model's reference profile from its training data")
     profile.add_argument("--model", required=True, help="model directory")
     profile.add_argument("--data", required=True, help="CSV with the model's feature columns (the training data)")
-    profile.add_argument("--bins", type=int, default=10, help="quantile bins per numeric feature")
+    profile.add_argument("--bins", type=int, default=10, help="quantile bins per numeric feature (default: 10)")
     profile.set_defaults(handler=_profile)
 
     loadgen = commands.add_parser("loadgen", help="send traffic with incident scenarios to a running service")
-    loadgen.add_argument("--url", default="http://127.0.0.1:8000", help="the service's base URL")
-    loadgen.add_argument("--scenario", default="steady", help="steady, drift, latency-spike, bad-input, feedback (a,b)")
-    loadgen.add_argument("--duration", type=float, default=60.0, help="seconds (ignored with --schedule)")
+    loadgen.add_argument("--url", default="http://127.0.0.1:8000", help="the service's base URL (default: %(default)s)")
+    loadgen.add_argument(
+        "--scenario",
+        default="steady",
+        help="steady, drift, latency-spike, bad-input, feedback, or several comma-separated (default: %(default)s)",
+    )
+    loadgen.add_argument(
+        "--duration", type=float, default=60.0, help="seconds (default: %(default)s; ignored with --schedule)"
+    )
     loadgen.add_argument(
         "--schedule", help="phases, e.g. steady:300,drift+feedback:300 (default for compose: see docs)"
     )
     loadgen.add_argument(
-        "--repeat", type=_positive_int, default=1, help="run the --schedule this many times (compose: 144, a day)"
+        "--repeat",
+        type=_positive_int,
+        default=1,
+        help="run the --schedule this many times (default: %(default)s; compose: 144, a day)",
     )
-    loadgen.add_argument("--rate", type=float, default=10.0, help="requests per second")
-    loadgen.add_argument("--batch", type=int, default=1, help="rows per request")
-    loadgen.add_argument("--concurrency", type=int, default=8)
+    loadgen.add_argument("--rate", type=float, default=10.0, help="requests per second (default: %(default)s)")
+    loadgen.add_argument("--batch", type=int, default=1, help="rows per request (default: %(default)s)")
+    loadgen.add_argument("--concurrency", type=int, default=8, help="requests in flight at most (default: %(default)s)")
     loadgen.add_argument("--drift-features", help="comma-separated features to shift (default: first two numeric)")
-    loadgen.add_argument("--drift-shift", type=float, default=1.5, help="standard deviations at the end of drift")
-    loadgen.add_argument("--spike-fraction", type=float, default=0.3, help="share of requests slowed in a spike")
-    loadgen.add_argument("--spike-delay", type=float, default=0.5, help="seconds each slowed request waits")
-    loadgen.add_argument("--bad-fraction", type=float, default=0.2, help="share of bad requests in bad-input")
-    loadgen.add_argument("--feedback-delay", type=float, default=5.0, help="seconds before ground truth is sent")
-    loadgen.add_argument("--label-noise", type=float, default=0.1, help="noise on the reported ground truth")
-    loadgen.add_argument("--seed", type=int)
+    loadgen.add_argument(
+        "--drift-shift", type=float, default=1.5, help="standard deviations at the end of drift (default: %(default)s)"
+    )
+    loadgen.add_argument(
+        "--spike-fraction", type=float, default=0.3, help="share of requests slowed in a spike (default: %(default)s)"
+    )
+    loadgen.add_argument(
+        "--spike-delay", type=float, default=0.5, help="seconds each slowed request waits (default: %(default)s)"
+    )
+    loadgen.add_argument(
+        "--bad-fraction", type=float, default=0.2, help="share of bad requests in bad-input (default: %(default)s)"
+    )
+    loadgen.add_argument(
+        "--feedback-delay", type=float, default=5.0, help="seconds before ground truth is sent (default: %(default)s)"
+    )
+    loadgen.add_argument(
+        "--label-noise", type=float, default=0.1, help="noise on the reported ground truth (default: %(default)s)"
+    )
+    loadgen.add_argument(
+        "--seed", type=int, help="seed of the generated rows and timing (default: a fresh one each run)"
+    )
     loadgen.add_argument("--json", action="store_true", help="print the summary as JSON")
     loadgen.add_argument("--quiet", action="store_true", help="no progress lines")
     loadgen.set_defaults(handler=_loadgen)
 
     serve = commands.add_parser("serve", help="serve a model with gunicorn (settings: MODELLENS_* variables)")
-    serve.add_argument("--host")
-    serve.add_argument("--port", type=int)
-    serve.add_argument("--workers", type=int)
-    serve.add_argument("--threads", type=int)
+    serve.add_argument("--host", help="address to listen on (MODELLENS_HOST; default 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="port to listen on (MODELLENS_PORT; default 8000)")
+    serve.add_argument("--workers", type=int, help="gunicorn worker processes (MODELLENS_WORKERS)")
+    serve.add_argument("--threads", type=int, help="threads per worker (MODELLENS_THREADS)")
     serve.add_argument("--model", help="model directory (MODELLENS_MODEL_DIR)")
     serve.set_defaults(handler=_serve)
 

@@ -255,6 +255,21 @@ class TestOperationalEndpoints:
         ready = client.get("/readyz").get_json()
         assert ready["model"]["version"] == card.version
 
+    def test_the_index_lists_what_answers(self, client: FlaskClient, card: ModelCard) -> None:
+        index = client.get("/").get_json()
+        assert index["model"] == {"name": card.name, "version": card.version}
+        listed = {(entry["path"], entry["method"]) for entry in index["endpoints"]}
+        assert {("/predict", "POST"), ("/feedback", "POST"), ("/monitoring", "GET"), ("/openapi.json", "GET")} <= listed
+        for path, method in listed:
+            if method == "GET":
+                assert client.get(path).status_code == 200, path
+
+    def test_the_index_leaves_out_features_that_are_off(self, settings: Settings, telemetry: InMemoryTelemetry) -> None:
+        app = create_app(settings.replace(prediction_log="off", monitoring=False), telemetry=telemetry.telemetry)
+        paths = {entry["path"] for entry in app.test_client().get("/").get_json()["endpoints"]}
+        assert "/predict" in paths
+        assert not paths & {"/feedback", "/monitoring", "/model/reference"}
+
     def test_model_card(self, client: FlaskClient, card: ModelCard) -> None:
         body = client.get("/model").get_json()
         assert body["version"] == card.version

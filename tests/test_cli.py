@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +26,25 @@ class TestTrain:
         assert main(["train", "--dataset", "wine", "--output", str(output), "--if-missing"]) == 0
         assert ModelCard.load(output).version == card.version
         assert "skipping" in capsys.readouterr().out
+
+    def test_an_existing_model_is_replaced_only_with_force(
+        self, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        output = tmp_path / "wine"
+        assert main(["train", "--dataset", "wine", "--output", str(output)]) == 0
+        first = ModelCard.load(output)
+        capsys.readouterr()
+        assert main(["train", "--dataset", "wine", "--seed", "1", "--output", str(output)]) == 2
+        assert "--force" in capsys.readouterr().err
+        assert ModelCard.load(output).version == first.version
+        assert main(["train", "--dataset", "wine", "--seed", "1", "--output", str(output), "--force"]) == 0
+        assert ModelCard.load(output).version != first.version
+
+    def test_dataset_and_data_together_are_refused(self, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        arguments = ["train", "--dataset", "wine", "--data", str(tmp_path / "x.csv"), "--target", "y"]
+        assert main([*arguments, "--output", str(tmp_path / "m")]) == 2
+        assert "give one" in capsys.readouterr().err
+        assert not (tmp_path / "m").exists()
 
     def test_train_csv_needs_target(self, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
         assert main(["train", "--data", str(tmp_path / "x.csv")]) == 2
@@ -68,3 +88,17 @@ class TestProfile:
         pd.DataFrame({"a": [1.0, 2.0]}).to_csv(data, index=False)
         assert main(["profile", "--model", str(regression_model_dir), "--data", str(data)]) == 2
         assert "lacks the model's feature columns" in capsys.readouterr().err
+
+
+class TestHelp:
+    """`--help` describes every option of every command."""
+
+    @pytest.mark.parametrize("command", ["train", "profile", "loadgen", "serve", "triage"])
+    def test_every_option_says_what_it_does(self, command: str, capsys: pytest.CaptureFixture[str]) -> None:
+        with pytest.raises(SystemExit):
+            main([command, "--help"])
+        options = capsys.readouterr().out.split("options:", 1)[1]
+        entries = re.split(r"\n(?=  -)", options.strip("\n"))
+        # An entry is its option and metavar, then its help: after two spaces, or on the indented lines below.
+        silent = [entry for entry in entries if "\n" not in entry and not re.search(r"\S {2,}\S", entry.strip())]
+        assert not silent

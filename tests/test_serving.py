@@ -6,7 +6,9 @@ import atexit
 import bisect
 import json
 import math
+import os
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -284,3 +286,30 @@ class TestShutdown:
                 "inference",
             }
             assert [r.body for r in otlp.log_records() if r.trace_id == trace_id] == ["request"]
+
+
+class TestStartup:
+    """A service that cannot start says why in one line a person can act on, and exits."""
+
+    def test_a_prediction_log_that_cannot_be_opened_names_its_path_and_setting(
+        self, regression_model_dir: Path, tmp_path: Path
+    ) -> None:
+        (tmp_path / "read-only").write_text("a file where the log's directory should be")
+        log = tmp_path / "read-only" / "predictions.sqlite3"
+        environment = {
+            **{key: value for key, value in os.environ.items() if not key.startswith(("MODELLENS_", "OTEL_"))},
+            "MODELLENS_MODEL_DIR": str(regression_model_dir),
+            "MODELLENS_PREDICTION_LOG": str(log),
+            "MODELLENS_HOST": "127.0.0.1",
+            "MODELLENS_PORT": str(free_port()),
+        }
+        done = subprocess.run(
+            [sys.executable, "-m", "service.cli", "serve"],
+            env=environment, cwd=REPO, capture_output=True, text=True, timeout=120, check=False,
+        )  # fmt: skip
+        assert done.returncode != 0
+        lines = (done.stdout + done.stderr).splitlines()
+        assert any(
+            line.startswith(f"cannot open the prediction log {log}") and "MODELLENS_PREDICTION_LOG" in line
+            for line in lines
+        ), lines[-10:]

@@ -21,7 +21,7 @@ import pytest
 from service.groundtruth.ids import new_prediction_ids
 from service.groundtruth.records import FeedbackItem, PredictionRequest
 from service.groundtruth.retention import Retention
-from service.groundtruth.store import PredictionLog
+from service.groundtruth.store import PredictionLog, PredictionLogError
 
 VERSION = "0123456789ab"
 ROOT = Path(__file__).resolve().parent.parent
@@ -141,6 +141,24 @@ class TestRecordAndLookup:
             log.record(_records(1))
         with pytest.raises(RuntimeError, match="not open"):
             log.lookup([_id()])
+
+    def test_the_file_and_its_wal_are_readable_by_their_owner_only(self, log: PredictionLog, path: Path) -> None:
+        log.record(_records(1))
+        log.flush()
+        for file in (path, path.with_name(path.name + "-wal")):
+            assert file.stat().st_mode & 0o777 == 0o600, file
+
+    def test_a_path_that_cannot_be_created_names_itself(self, tmp_path: Path) -> None:
+        (tmp_path / "models").write_text("a file where a directory should be")
+        path = tmp_path / "models" / "predictions.sqlite3"
+        with pytest.raises(PredictionLogError, match=f"cannot open the prediction log {path}"):
+            PredictionLog(path, retention_seconds=None, max_rows=None).open()
+
+    def test_a_file_that_is_not_a_database_names_itself(self, path: Path) -> None:
+        path.parent.mkdir()
+        path.write_bytes(b"not sqlite" * 100)
+        with pytest.raises(PredictionLogError, match=f"prediction log {path}"):
+            PredictionLog(path, retention_seconds=None, max_rows=None).open()
 
     @pytest.mark.parametrize(
         ("options", "message"),

@@ -12,7 +12,7 @@ from service.groundtruth.records import (
     PredictionRequest,
     StoredPrediction,
 )
-from service.groundtruth.store import LogStats, PredictionLog
+from service.groundtruth.store import LogStats, PredictionLog, PredictionLogError
 
 __all__ = [
     "FeedbackInstruments",
@@ -21,6 +21,7 @@ __all__ = [
     "JoinedLabel",
     "LogStats",
     "PredictionLog",
+    "PredictionLogError",
     "PredictionRequest",
     "StoredPrediction",
     "new_prediction_ids",

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import atexit
 import json
+import os
 import sqlite3
 import threading
 import time
@@ -35,7 +36,7 @@ from service.groundtruth.retention import Retention
 from service.groundtruth.rows import StoredRequest, locate, request_row
 from service.groundtruth.writer import WriteBehind, WriterState
 
-__all__ = ["LogStats", "PredictionLog"]
+__all__ = ["LogStats", "PredictionLog", "PredictionLogError"]
 
 _log = structlog.get_logger("service.groundtruth.store")
 
@@ -97,6 +98,10 @@ class LogStats:
     dropped: int  # rows that could not be serialized at all (a bug upstream; logged)
 
 
+class PredictionLogError(Exception):
+    """The prediction log cannot be opened where it was asked to be; the message names the path and why."""
+
+
 class PredictionLog:
     """Predictions in a SQLite file (WAL, shared by every worker process), written by one background thread.
 
@@ -144,11 +149,17 @@ class PredictionLog:
         """Create the file and schema if needed, and start the writer thread."""
         if self._writer.state is not WriterState.NEW:
             raise RuntimeError(f"prediction log {self.path} is {self._writer.state.value}; it can be opened once")
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        writing = _connect(self.path)
+        try:
+            _create_private(self.path)
+            writing = _connect(self.path)
+        except (OSError, sqlite3.Error) as error:
+            raise PredictionLogError(f"cannot open the prediction log {self.path}: {error}") from error
         try:
             writing.executescript(f"BEGIN IMMEDIATE; {_SCHEMA} COMMIT;")
             self._reader = _connect(self.path)
+        except sqlite3.Error as error:
+            writing.close()
+            raise PredictionLogError(f"cannot write the prediction log {self.path}: {error}") from error
         except BaseException:
             writing.close()
             raise
@@ -333,6 +344,13 @@ def _write(connection: sqlite3.Connection, rows: _Rows) -> None:
     inserts, shadows = rows
     connection.executemany(_INSERT, inserts)
     connection.executemany(_SHADOW, shadows)
+
+
+def _create_private(path: Path) -> None:
+    """Create the file readable by its owner only, if it does not exist: it holds raw request bodies. SQLite gives
+    its -wal and -shm files the database file's permissions."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    os.close(os.open(path, os.O_CREAT | os.O_RDWR, 0o600))
 
 
 def _connect(path: Path) -> sqlite3.Connection:

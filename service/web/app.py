@@ -17,7 +17,7 @@ from service.artifact.model import Model, ModelLoadError, load_model
 from service.artifact.profile import PROFILE_FILE, ReferenceProfile
 from service.groundtruth.ids import split_prediction_id
 from service.groundtruth.metrics import FeedbackInstruments
-from service.groundtruth.store import PredictionLog
+from service.groundtruth.store import PredictionLog, PredictionLogError
 from service.monitoring.instruments import ModelInstruments
 from service.monitoring.monitor import ModelMonitor
 from service.monitoring.shadow import ShadowScorer
@@ -129,7 +129,9 @@ def _off(app: Flask, rules: list[str], method: str, title: str, detail: str) -> 
         raise Problem(status=404, title=title, detail=detail)
 
     for rule in rules:
-        app.add_url_rule(rule, endpoint=f"off{rule.replace('/', '.')}", view_func=off, methods=[method])
+        app.add_url_rule(
+            rule, endpoint=routes.OFF_ENDPOINT + rule.strip("/").replace("/", "."), view_func=off, methods=[method]
+        )
 
 
 def _on_injected(error: InjectedFault) -> Response:
@@ -158,10 +160,15 @@ def _prediction_log(settings: Settings) -> PredictionLog | None:
     path = settings.prediction_log_path
     if path is None:
         return None
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return PredictionLog(
+    log = PredictionLog(
         path, retention_seconds=settings.prediction_log_retention_seconds, max_rows=settings.prediction_log_max_rows
-    ).open()
+    )
+    try:
+        return log.open()
+    except PredictionLogError as error:
+        raise PredictionLogError(
+            f"{error}. Set MODELLENS_PREDICTION_LOG to a writable file, or to `off` to serve without /feedback"
+        ) from error
 
 
 def _feedback(settings: Settings, card: Any, meter: Meter, monitor: ModelMonitor | None) -> FeedbackInstruments:

@@ -35,6 +35,22 @@ def build_document(card: ModelCard, settings: Settings, *, feedback: bool = True
     """The OpenAPI 3.1 document for a service serving `card` with `settings` (limits, monitoring)."""
     paths: dict[str, Any] = {
         "/predict": {"post": _predict(settings)},
+        "/": {
+            "get": _get(
+                "An index: the model served and the endpoints that answer (features that are off are absent).",
+                _object(
+                    {
+                        "service": {"const": "modellens"},
+                        "model": {"$ref": "#/components/schemas/ModelRef"},
+                        "openapi": {"const": "/openapi.json"},
+                        "endpoints": {
+                            "type": "array",
+                            "items": _object({"path": {"type": "string"}, "method": {"type": "string"}}),
+                        },
+                    }
+                ),
+            )
+        },
         "/healthz": {"get": _get("Liveness: the process answers.", _object({"status": {"const": "ok"}}))},
         "/readyz": {
             "get": _get(

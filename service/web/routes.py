@@ -27,9 +27,10 @@ from service.settings import Settings
 from service.web.problems import Problem
 from service.web.validation import InvalidInstances, parse_body, parse_instances
 
-__all__ = ["MetricsRenderer", "Served", "ServiceState", "blueprint", "require_json", "telemetry_off"]
+__all__ = ["OFF_ENDPOINT", "MetricsRenderer", "Served", "ServiceState", "blueprint", "require_json", "telemetry_off"]
 
 blueprint = Blueprint("api", __name__)
+OFF_ENDPOINT = "off."  # endpoints of a feature that is off start so: they answer 404 and the index leaves them out
 
 
 @dataclass(frozen=True)
@@ -168,6 +169,27 @@ def _stage_span(tracer: Tracer, name: str, attributes: dict[str, str]) -> Abstra
 
 
 _NOT_RECORDING = nullcontext(trace.INVALID_SPAN)
+
+
+@blueprint.get("/")
+def index() -> Response:
+    """What this service serves, read from the app's own routes, so the list is what answers (features that are
+    off are absent); the OpenAPI document has the details."""
+    state = _state()
+    endpoints = sorted(
+        {
+            (rule.rule, method)
+            for rule in current_app.url_map.iter_rules()
+            if rule.endpoint != "static" and rule.rule != "/" and not rule.endpoint.startswith(OFF_ENDPOINT)
+            for method in (rule.methods or set()) - {"HEAD", "OPTIONS"}
+        }
+    )
+    return jsonify(
+        service="modellens",
+        model={"name": state.model.card.name, "version": state.model.card.version},
+        openapi="/openapi.json",
+        endpoints=[{"path": path, "method": method} for path, method in endpoints],
+    )
 
 
 @blueprint.get("/healthz")
