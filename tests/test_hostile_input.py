@@ -613,6 +613,43 @@ class TestRealGunicorn:
         assert after - before < 12 * 1024, (before, samples, after)
 
 
+def _chunked(body: bytes, size: int = 8192) -> bytes:
+    """`body` in HTTP/1.1 chunked transfer encoding: no Content-Length for the server to check up front."""
+    pieces = [body[start : start + size] for start in range(0, len(body), size)]
+    return b"".join(b"%x\r\n%s\r\n" % (len(piece), piece) for piece in pieces) + b"0\r\n\r\n"
+
+
+@pytest.mark.slow
+class TestChunkedBodiesThroughGunicorn:
+    """A chunked body is held to the same limit as one with a Content-Length: over it is a 413, never parsed."""
+
+    LIMIT = 16384
+
+    def test_over_the_limit_is_413_whatever_the_first_part_says(
+        self, regression_model_dir: Path, tmp_path: Path
+    ) -> None:
+        card = ModelCard.load(regression_model_dir)
+        port = free_port()
+        env = {"MODELLENS_PREDICTION_LOG": str(tmp_path / "p.sqlite3"), "MODELLENS_MAX_BODY_BYTES": str(self.LIMIT)}
+        good = json.dumps({"instances": [_valid_row(card)] * 5}).encode()
+        cases = {
+            "valid JSON, then padding past the limit": (b"/predict", good + b" " * self.LIMIT, 413),
+            "JSON cut by the limit": (b"/predict", b'{"instances": [' + b'{"age": 1},' * self.LIMIT, 413),
+            "feedback past the limit": (b"/feedback", b'{"feedback": []}' + b"\n" * self.LIMIT, 413),
+            "valid JSON under the limit": (b"/predict", good, 200),
+            "exactly the limit": (b"/predict", good + b" " * (self.LIMIT - len(good)), 200),
+        }
+        with serve(regression_model_dir, port, None, **env):
+            for name, (path, body, expected) in cases.items():
+                head = b"POST %s HTTP/1.1\r\nHost: x\r\nConnection: close\r\n" % path
+                head += b"Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
+                reply = raw_request(port, head, _chunked(body))
+                assert status_of(reply) == expected, (name, reply[:300])
+                if expected == 413:
+                    problem = json.loads(reply.partition(b"\r\n\r\n")[2])
+                    assert str(self.LIMIT) in problem["detail"], name
+
+
 def _hostile_http_cases(
     port: int, base: str, http: requests.Session, row: dict[str, Any], limits: Settings
 ) -> list[Callable[[], tuple[int, str | None, str]]]:

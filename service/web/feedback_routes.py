@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import structlog
-from flask import Blueprint, Response, current_app, jsonify, request
+from flask import Blueprint, Response, current_app, jsonify
 from opentelemetry.trace import Tracer
 
 from service.artifact import ModelCard
@@ -19,7 +19,7 @@ from service.groundtruth.metrics import FeedbackInstruments
 from service.groundtruth.records import PredictionRequest
 from service.groundtruth.store import PredictionLog
 from service.web.feedback_body import parse_feedback, summarize
-from service.web.routes import Served, require_json
+from service.web.routes import Served, read_body, require_json
 from service.web.validation import parse_body
 
 __all__ = ["EXTENSION", "FeedbackState", "PredictionRecorder", "blueprint"]
@@ -73,7 +73,7 @@ def feedback() -> Response:
     state: FeedbackState = current_app.extensions[EXTENSION]
     require_json()
     with state.tracer.start_as_current_span("join feedback", attributes={"model.name": state.card.name}) as span:
-        items = parse_feedback(parse_body(request.get_data(cache=False)), state.card, state.max_batch)
+        items = parse_feedback(parse_body(read_body()), state.card, state.max_batch)
         result = state.log.add_feedback(items)
         state.instruments.record(result)
         span.set_attributes(

@@ -18,6 +18,7 @@ from flask import Blueprint, Response, current_app, jsonify, request
 from opentelemetry import trace
 from opentelemetry.trace import Tracer
 from werkzeug.datastructures import Headers
+from werkzeug.exceptions import RequestEntityTooLarge
 
 from service.artifact.model import Model
 from service.groundtruth.ids import new_prediction_ids
@@ -27,7 +28,16 @@ from service.settings import Settings
 from service.web.problems import Problem
 from service.web.validation import InvalidInstances, parse_body, parse_instances
 
-__all__ = ["OFF_ENDPOINT", "MetricsRenderer", "Served", "ServiceState", "blueprint", "require_json", "telemetry_off"]
+__all__ = [
+    "OFF_ENDPOINT",
+    "MetricsRenderer",
+    "Served",
+    "ServiceState",
+    "blueprint",
+    "read_body",
+    "require_json",
+    "telemetry_off",
+]
 
 blueprint = Blueprint("api", __name__)
 OFF_ENDPOINT = "off."  # endpoints of a feature that is off start so: they answer 404 and the index leaves them out
@@ -99,6 +109,21 @@ def require_json() -> None:
         )
 
 
+def read_body() -> bytes:
+    """The request body, at most `MAX_CONTENT_LENGTH` bytes; a longer one is a 413 before any of it is parsed.
+
+    Werkzeug refuses a declared Content-Length over the limit, but a chunked body (no Content-Length) it cuts at the
+    limit and hands over the first part, which would then read as malformed JSON, or as valid JSON when the rest was
+    padding. So when the cut body fills the limit, the server's stream is asked for one byte more.
+    """
+    body = request.get_data(cache=False)
+    limit = current_app.config.get("MAX_CONTENT_LENGTH")
+    streamed = request.content_length is None
+    if limit is not None and streamed and len(body) >= limit and request.environ["wsgi.input"].read(1):
+        raise RequestEntityTooLarge()
+    return body
+
+
 @blueprint.post("/predict")
 def predict() -> Response:
     state = _state()
@@ -107,7 +132,7 @@ def predict() -> Response:
     structlog.contextvars.bind_contextvars(model_version=card.version)
     with _stage_span(tracer, "validate", span_attributes) as span:
         require_json()
-        body = request.get_data(cache=False)
+        body = read_body()
         payload = parse_body(body)
         try:
             rows = parse_instances(payload, card, state.settings.max_batch)
