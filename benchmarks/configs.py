@@ -65,6 +65,14 @@ CONFIGS: tuple[Config, ...] = (
         reference="bare",
     ),
     Config(
+        "full-buffered",
+        "as full, with MODELLENS_PREDICTION_LOG_DURABILITY=buffered: the 200 does not wait for the log's commit "
+        "(isolates what crash durability costs)",
+        {**_FULL, "MODELLENS_PREDICTION_LOG_DURABILITY": "buffered"},
+        otlp="ok",
+        reference="full",
+    ),
+    Config(
         "monitoring-only",
         "as bare, with ML monitoring on (isolates its request-path cost)",
         {**_BARE, "MODELLENS_MONITORING": "on"},

@@ -1110,6 +1110,29 @@ def _oncall() -> Dashboard:
                 thresholds=[("green", None), ("orange", 20 * 86400), ("red", 30 * 86400)],
                 options={"graphMode": "none"},
             ),
+            stat(
+                "Prediction log failing",
+                [Query('max by (instance) (prediction_log_failing{job="$job"})', "{{instance}}")],
+                width=6,
+                thresholds=[("green", None), ("red", 1)],
+                options={"graphMode": "none"},
+                description="1 while a worker's prediction log cannot write (PredictionLogFailing): predictions "
+                "are served and queued, /feedback answers 503.",
+            ),
+            timeseries(
+                "Prediction log: queued and not logged",
+                [
+                    Query('sum by (instance) (prediction_log_queue_depth{job="$job"})', "{{instance}} queued rows"),
+                    Query(
+                        'sum by (instance) (rate(prediction_log_dropped_total{job="$job", record="prediction"}'
+                        "[$__rate_interval]))",
+                        "{{instance}} not logged/s",
+                    ),
+                ],
+                width=12,
+                description="Rows waiting for the log's writer, and predictions served but not logged "
+                "(PredictionLogDropping): their labels will never join.",
+            ),
             Row("Telemetry pipeline"),
             stat(
                 "Collector up",

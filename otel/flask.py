@@ -129,6 +129,9 @@ class FlaskTelemetry:
         return response
 
     def _teardown(self, error: BaseException | None) -> None:
+        # The thread outlives the request: what the request bound must not leak into the server's own log lines
+        # (a gunicorn warning logged on this thread later would carry this request's model_version).
+        structlog.contextvars.clear_contextvars()
         state: _RequestState | None = request.environ.pop(_ENV_KEY, None)
         if state is None or state.span is None:
             return

@@ -10,9 +10,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-__all__ = ["Settings", "SettingsError"]
+__all__ = ["DURABILITY", "Settings", "SettingsError"]
 
 _PREFIX = "MODELLENS_"
+DURABILITY = ("commit", "buffered")  # MODELLENS_PREDICTION_LOG_DURABILITY
 
 
 class SettingsError(ValueError):
@@ -43,6 +44,11 @@ class Settings:
     prediction_log: str = ""  # SQLite path; empty: <model_dir>/predictions.sqlite3; "off": no log, no /feedback
     prediction_log_retention_seconds: float = 30 * 86400.0  # predictions older than this are purged
     prediction_log_max_rows: int = 5_000_000  # and the oldest beyond this many rows
+    # commit: a 200 waits (at most prediction_log_commit_wait s) for its rows' commit, which survives a killed
+    # worker; buffered: a 200 as soon as the rows are queued (docs/reliability.md states the loss window).
+    prediction_log_durability: str = "commit"
+    prediction_log_commit_wait: float = 0.25  # past it (or while the log fails) the 200 says "queued"
+    prediction_log_queue: int = 10_000  # rows waiting for the writer; beyond it predictions are served, not logged
     faults: bool = False  # MODELLENS_FAULTS=1 enables fault injection (rehearsals only)
     fault_stage: str = "feature_lookup"
     fault_latency_probability: float = 0.0
@@ -65,12 +71,22 @@ class Settings:
 
     def validate(self) -> None:
         for name in ("port", "workers", "threads", "max_batch", "max_body_bytes", "shadow_workers", "shadow_queue",
-                     "prediction_log_max_rows"):  # fmt: skip
+                     "prediction_log_max_rows", "prediction_log_queue"):  # fmt: skip
             if getattr(self, name) < 1:
                 raise SettingsError(f"{_PREFIX}{name.upper()} must be at least 1, got {getattr(self, name)}")
         for name in ("fault_latency_probability", "fault_error_rate"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise SettingsError(f"{_PREFIX}{name.upper()} must be between 0 and 1, got {getattr(self, name)}")
+        if self.prediction_log_durability not in DURABILITY:
+            raise SettingsError(
+                f"{_PREFIX}PREDICTION_LOG_DURABILITY must be one of {', '.join(DURABILITY)},"
+                f" got {self.prediction_log_durability!r}"
+            )
+        if not 0 < self.prediction_log_commit_wait <= 60:
+            raise SettingsError(
+                f"{_PREFIX}PREDICTION_LOG_COMMIT_WAIT must be more than 0 and at most 60 seconds,"
+                f" got {self.prediction_log_commit_wait}"
+            )
         if self.log_flush_seconds < 0:
             raise SettingsError(f"{_PREFIX}LOG_FLUSH_SECONDS must be 0 or more, got {self.log_flush_seconds}")
         if self.port > 65535:

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import structlog
 from flask.testing import FlaskClient
 from prometheus_client.openmetrics.parser import text_string_to_metric_families
 
@@ -335,6 +336,14 @@ class TestLogs:
         attributes = dict(request_records[0].attributes or {})
         assert attributes["route"] == "/predict" and attributes["rows"] == 2
         assert not any(key.startswith("_") for key in attributes)
+
+    def test_a_line_logged_after_a_request_carries_none_of_its_context(
+        self, client: FlaskClient, card: ModelCard, telemetry: InMemoryTelemetry
+    ) -> None:
+        client.post("/predict", json={"instances": [_row(card)] * 2})
+        structlog.get_logger("gunicorn.error").warning("worker warning")  # same thread, as gunicorn's would be
+        (line,) = [json.loads(line) for line in telemetry.console_lines() if "worker warning" in line]
+        assert not {"model_version", "rows", "trace_id"} & set(line), line
 
     def test_rejections_are_logged_with_trace_id(self, client: FlaskClient, telemetry: InMemoryTelemetry) -> None:
         trace_id = client.post("/predict", json={"instances": []}).headers["X-Trace-Id"]

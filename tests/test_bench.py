@@ -97,7 +97,7 @@ class TestSummary:
 
     def test_each_group_serves_the_references_its_ratios_need(self) -> None:
         groups = {group: [config.name for config in members] for group, members in _groups(list(CONFIGS))}
-        assert groups["overhead"] == ["bare", "full", "sampled", "monitoring-only"]
+        assert groups["overhead"] == ["bare", "full", "sampled", "full-buffered", "monitoring-only"]
         assert groups["outage"] == ["full", "outage-refused", "outage-blackhole", "outage-503"]
         assert groups["batch"] == ["batch-bare", "batch-full"]
         only = _groups([config for config in CONFIGS if config.name == "outage-503"])

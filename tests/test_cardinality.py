@@ -29,6 +29,7 @@ from prometheus_client.openmetrics.parser import text_string_to_metric_families
 from otel.metrics import SECONDS_BUCKETS
 from service.artifact.card import ModelCard
 from service.artifact.profile import MISSING, OTHER, UNSEEN, ReferenceProfile
+from service.groundtruth.health import DROP_REASONS
 from service.groundtruth.metrics import DELAY_BUCKETS
 from service.monitoring.drift import STATUSES as DRIFT_STATUSES
 from service.settings import Settings
@@ -64,7 +65,9 @@ def allowed_values(app: Flask, card: ModelCard, profile: ReferenceProfile) -> di
         "status": set(DRIFT_STATUSES),
         "outcome": {"success", "error", "joined", "correct", "incorrect", "agree", "disagree", "compared"},
         "reason": {"missing", "non_finite", "wrong_type", "below_min", "above_max", "unknown_category"}
-        | {"unknown_id", "duplicate"},
+        | {"unknown_id", "duplicate"}
+        | set(DROP_REASONS),
+        "record": {"prediction", "shadow"},
         "slice": set(profile.slices),
         "slice_value": slice_values,
         "actual_class": set(card.classes),

@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
+import json
+import os
+import resource
+import signal
 import sqlite3
+import threading
+import time
+from collections.abc import Callable
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -10,13 +18,19 @@ import numpy as np
 import pytest
 import requests
 from flask.testing import FlaskClient
+from prometheus_client.parser import text_string_to_metric_families
 
 from service.artifact.card import ModelCard
 from service.artifact.datasets import load_bundled
 from service.artifact.training import to_matrix
+from service.settings import Settings
+from service.web.app import create_app
+from service.web.feedback_body import MAX_IDS_IN_RESPONSE
+from service.web.feedback_routes import LOG_HEADER
 from tests.conftest import InMemoryTelemetry
 from tests.support.ports import free_port
-from tests.test_serving import serve
+from tests.test_hostile_input import worker_pids
+from tests.test_serving import instance, serve
 
 
 def _instances(model_dir: Path, dataset: str, n: int) -> tuple[list[dict[str, Any]], list[Any]]:
@@ -51,6 +65,46 @@ class TestFeedbackEndpoint:
         assert summary["rmse"] == pytest.approx(float(np.sqrt((errors**2).mean())))
         assert summary["unknown_ids"] == 1
         assert summary["duplicate_ids"] == 3
+
+    def test_predict_says_its_rows_are_committed(self, client: FlaskClient, regression_model_dir: Path) -> None:
+        instances, _ = _instances(regression_model_dir, "diabetes", 3)
+        response = client.post("/predict", json={"instances": instances})
+        assert response.headers[LOG_HEADER] == "committed"
+
+    def test_buffered_mode_says_queued(self, settings: Settings, telemetry: InMemoryTelemetry) -> None:
+        app = create_app(settings.replace(prediction_log_durability="buffered"), telemetry=telemetry.telemetry)
+        try:
+            instances, _ = _instances(settings.model_dir, "diabetes", 3)
+            response = app.test_client().post("/predict", json={"instances": instances})
+            assert response.headers[LOG_HEADER] == "queued"
+        finally:
+            app.extensions["modellens"].close()
+
+    def test_a_stalled_log_answers_predict_at_once_and_feedback_with_503(
+        self, client: FlaskClient, settings: Settings, regression_model_dir: Path
+    ) -> None:
+        instances, _ = _instances(regression_model_dir, "diabetes", 2)
+        path = settings.prediction_log_path
+        assert path is not None
+        with closing(sqlite3.connect(path, isolation_level=None)) as other_worker:
+            other_worker.execute("BEGIN IMMEDIATE")  # another process holds the write lock
+            first = client.post("/predict", json={"instances": instances[:1]})  # waits out the commit wait, once
+            second = client.post("/predict", json={"instances": instances[1:]})  # the writer is stuck: no wait
+            assert [first.headers[LOG_HEADER], second.headers[LOG_HEADER]] == ["queued", "queued"]
+            ids = first.get_json()["prediction_ids"] + second.get_json()["prediction_ids"]
+            feedback = {"feedback": [{"prediction_id": pid, "actual": 1.0} for pid in ids]}
+            refused = client.post("/feedback", json=feedback)
+            assert refused.status_code == 503
+            assert refused.headers["Retry-After"] == "5"
+            problem = refused.get_json()
+            assert problem["title"] == "Prediction log unavailable"
+            assert "Send the same labels again in 5 s" in problem["detail"]
+            other_worker.execute("COMMIT")
+        assert client.post("/feedback", json=feedback).get_json() == {
+            "accepted": 2,
+            "unknown_ids": [],
+            "duplicate_ids": [],
+        }
 
     def test_bad_feedback_is_a_problem_document(self, client: FlaskClient) -> None:
         response = client.post("/feedback", json={"feedback": [{"prediction_id": "nope", "actual": "x"}]})
@@ -100,3 +154,171 @@ class TestAcrossRestarts:
         expected = float(np.mean([p == t for p, t in zip(predictions, truth, strict=True)]))
         assert summary["realized_performance"]["labels"] == len(ids)
         assert summary["realized_performance"]["accuracy"] == pytest.approx(expected)
+
+
+# --- the log in trouble, through a real gunicorn --------------------------------------------------------------
+def _metric(http: requests.Session, url: str, name: str, **labels: str) -> float:
+    """One sample of the service's own /metrics (Prometheus text), by name and labels."""
+    for family in text_string_to_metric_families(http.get(f"{url}/metrics", timeout=10).text):
+        for sample in family.samples:
+            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
+                return float(sample.value)
+    raise AssertionError(f"{name}{labels} not in /metrics")
+
+
+def _until(condition: Callable[[], bool], seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.1)
+    return condition()
+
+
+def _unknown(http: requests.Session, url: str, ids: list[str], actual: float = 1.0) -> list[str]:
+    """Send a label for each id; the ids the log does not know (in requests small enough to list them all)."""
+    unknown: list[str] = []
+    for start in range(0, len(ids), MAX_IDS_IN_RESPONSE):
+        chunk = [{"prediction_id": pid, "actual": actual} for pid in ids[start : start + MAX_IDS_IN_RESPONSE]]
+        response = http.post(f"{url}/feedback", json={"feedback": chunk}, timeout=30)
+        assert response.status_code == 200, response.text
+        unknown += response.json()["unknown_ids"]
+    return unknown
+
+
+@pytest.mark.slow
+class TestFullDisk:
+    """The filesystem under the log fills up: serving goes on, says what it did not log, and recovers by itself.
+
+    A full disk is played by the worker's soft file-size limit (RLIMIT_FSIZE, set from outside with prlimit):
+    every write that would grow a file fails with EFBIG, as writes fail with ENOSPC on a full filesystem; raising
+    the limit again is the operator freeing space.
+    """
+
+    def test_predict_answers_feedback_says_retry_metrics_say_why(
+        self, regression_model_dir: Path, tmp_path: Path
+    ) -> None:
+        card = ModelCard.load(regression_model_dir)
+        port = free_port()
+        url = f"http://127.0.0.1:{port}"
+        env = {"MODELLENS_PREDICTION_LOG": str(tmp_path / "p.sqlite3"), "MODELLENS_PREDICTION_LOG_QUEUE": "100"}
+        row = instance(card)
+        with serve(regression_model_dir, port, None, **env) as service, requests.Session() as http:
+            (worker,) = worker_pids(service.pid)
+            warm = http.post(f"{url}/predict", json={"instances": [row]}, timeout=10)
+            assert warm.headers[LOG_HEADER] == "committed"
+            unlimited = resource.RLIM_INFINITY
+            resource.prlimit(worker, resource.RLIMIT_FSIZE, (1, unlimited))  # no file of the worker's may grow
+            outcomes: dict[str, list[str]] = {"committed": [], "queued": [], "dropped": []}
+            for _ in range(300):  # 3 rows each: three times what the queue holds
+                response = http.post(f"{url}/predict", json={"instances": [row] * 3}, timeout=5)
+                assert response.status_code == 200
+                outcomes[response.headers[LOG_HEADER]] += response.json()["prediction_ids"]
+            assert outcomes["dropped"] and outcomes["queued"], {k: len(v) for k, v in outcomes.items()}
+            assert len(outcomes["queued"]) <= 100  # the queue's bound, in rows
+            assert http.get(f"{url}/readyz", timeout=5).status_code == 200  # the model still serves
+            assert _metric(http, url, "prediction_log_failing") == 1
+            assert _metric(http, url, "prediction_log_queue_depth") == len(outcomes["queued"])
+            dropped = _metric(http, url, "prediction_log_dropped_total", reason="queue_full", record="prediction")
+            assert dropped == len(outcomes["dropped"])
+            assert _metric(http, url, "prediction_log_write_errors_total") >= 1
+            waiting = {"prediction_id": outcomes["queued"][0], "actual": 1.0}
+            refused = http.post(f"{url}/feedback", json={"feedback": [waiting]}, timeout=10)
+            assert refused.status_code == 503
+            assert refused.headers["Retry-After"] == "5"
+            assert refused.json()["type"] == "urn:modellens:problem:prediction-log-unavailable"
+
+            resource.prlimit(worker, resource.RLIMIT_FSIZE, (unlimited, unlimited))  # the operator made room
+            assert _until(lambda: _metric(http, url, "prediction_log_failing") == 0, 30)
+            assert _metric(http, url, "prediction_log_queue_depth") == 0
+            committed = http.post(f"{url}/predict", json={"instances": [row]}, timeout=10)
+            assert committed.headers[LOG_HEADER] == "committed"
+            kept = outcomes["committed"] + outcomes["queued"] + committed.json()["prediction_ids"]
+            assert _unknown(http, url, kept) == []  # everything answered "committed" or "queued" was written
+            assert set(_unknown(http, url, outcomes["dropped"])) == set(outcomes["dropped"])  # as the header said
+            # The worker's stdout is a file too, so what it logged while the disk was full is lost with the rest;
+            # the lines after the recovery say what happened.
+            assert _until(lambda: "prediction log accepting predictions again" in service.output(), 10)
+            resumed = [json.loads(line) for line in service.stdout_lines() if "prediction log writes resumed" in line]
+            assert len(resumed) == 1 and resumed[0]["write_errors"] >= 1, resumed
+
+
+class _Burst:
+    """Clients posting 3-row batches until told to stop; what each acknowledged, when, and what the header said."""
+
+    def __init__(self, url: str, row: dict[str, float], clients: int = 4) -> None:
+        self.acknowledged: list[tuple[float, list[str], str]] = []  # (monotonic time of the 200, ids, header)
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._threads = [threading.Thread(target=self._post, args=(url, row)) for _ in range(clients)]
+
+    def __enter__(self) -> _Burst:
+        for thread in self._threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(30)
+
+    def count(self) -> int:
+        with self._lock:
+            return len(self.acknowledged)
+
+    def _post(self, url: str, row: dict[str, float]) -> None:
+        with requests.Session() as http:
+            while not self._stop.is_set():
+                try:
+                    response = http.post(f"{url}/predict", json={"instances": [row] * 3}, timeout=5)
+                except requests.RequestException:  # the worker died with the request: not acknowledged
+                    time.sleep(0.01)
+                    continue
+                if response.status_code == 200:
+                    with self._lock:
+                        self.acknowledged.append(
+                            (time.monotonic(), response.json()["prediction_ids"], response.headers[LOG_HEADER])
+                        )
+
+
+@pytest.mark.slow
+class TestCrashDurability:
+    """`kill -9` of the worker mid-burst: by default every acknowledged prediction survives; buffered mode loses
+    at most what was acknowledged in the moments before the kill."""
+
+    @pytest.mark.parametrize("durability", ["commit", "buffered"])
+    def test_kill_9_mid_burst(self, regression_model_dir: Path, tmp_path: Path, durability: str) -> None:
+        card = ModelCard.load(regression_model_dir)
+        port = free_port()
+        url = f"http://127.0.0.1:{port}"
+        env = {
+            "MODELLENS_PREDICTION_LOG": str(tmp_path / "p.sqlite3"),
+            "MODELLENS_PREDICTION_LOG_DURABILITY": durability,
+        }
+        with serve(regression_model_dir, port, None, **env) as service, requests.Session() as http:
+            (worker,) = worker_pids(service.pid)
+            with _Burst(url, instance(card)) as burst:
+                assert _until(lambda: burst.count() >= 400, 60)
+                killed_at = time.monotonic()
+                os.kill(worker, signal.SIGKILL)
+            assert _until(lambda: worker_pids(service.pid) not in ([], [worker]), 30)  # gunicorn forked another
+            assert _until(lambda: _ready(http, url), 60)
+            acknowledged = burst.acknowledged
+            lost = set(_unknown(http, url, [pid for _, ids, _ in acknowledged for pid in ids]))
+        headers = {header for _, _, header in acknowledged}
+        if durability == "commit":
+            assert headers == {"committed"}
+            assert lost == set()
+        else:
+            assert headers == {"queued"}
+            # What the writer had not committed yet: acknowledged within its linger (50 ms) and one commit before
+            # the kill. A second is the margin a shared machine needs; the count is bounded by the queue anyway.
+            late = {pid for at, ids, _ in acknowledged if at > killed_at - 1.0 for pid in ids}
+            assert lost <= late, sorted(lost - late)[:5]
+
+
+def _ready(http: requests.Session, url: str) -> bool:
+    try:
+        return http.get(f"{url}/readyz", timeout=2).status_code == 200
+    except requests.RequestException:
+        return False

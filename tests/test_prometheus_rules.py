@@ -195,7 +195,9 @@ class TestRules:
 
     def test_service_metrics_are_read_from_the_primary_path_only(self) -> None:
         """Every selector of a service metric in the rules skips the scrape mirror (mirror="")."""
-        service_metrics = {name for name in documented_metrics() if name.startswith(("http_server_", "model_"))}
+        service_metrics = {
+            name for name in documented_metrics() if name.startswith(("http_server_", "model_", "prediction_log_"))
+        }
         names = "|".join(sorted(service_metrics, key=len, reverse=True))
         selector = re.compile(rf"(?<![\w:])({names})(_bucket|_sum|_count)?(?![\w:])\s*(\{{[^}}]*\}})?")
         checked = 0

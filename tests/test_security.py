@@ -59,6 +59,18 @@ class TestLimitsByDefault:
         with pytest.raises(SettingsError, match=variable):
             Settings.from_env({variable: "0"})
 
+    @pytest.mark.parametrize(
+        ("variable", "value"),
+        [
+            ("MODELLENS_PREDICTION_LOG_DURABILITY", "sometimes"),
+            ("MODELLENS_PREDICTION_LOG_COMMIT_WAIT", "0"),
+            ("MODELLENS_PREDICTION_LOG_QUEUE", "0"),
+        ],
+    )
+    def test_the_prediction_log_bounds_are_checked_by_name(self, variable: str, value: str) -> None:
+        with pytest.raises(SettingsError, match=variable):
+            Settings.from_env({variable: value})
+
     def test_app_enforces_the_body_limit(self, regression_model_dir: Path, telemetry: InMemoryTelemetry) -> None:
         app = create_app(
             Settings.from_env({}, model_dir=regression_model_dir, prediction_log="off"), telemetry=telemetry.telemetry

@@ -17,11 +17,12 @@ from typing import Any
 
 import numpy as np
 import pytest
+from structlog.testing import capture_logs
 
 from service.groundtruth.ids import new_prediction_ids
 from service.groundtruth.records import FeedbackItem, PredictionRequest
 from service.groundtruth.retention import Retention
-from service.groundtruth.store import PredictionLog, PredictionLogError
+from service.groundtruth.store import PredictionLog, PredictionLogError, PredictionLogUnavailable
 
 VERSION = "0123456789ab"
 ROOT = Path(__file__).resolve().parent.parent
@@ -319,38 +320,82 @@ class TestAddFeedback:
 
 
 class TestBackPressure:
-    """A full queue blocks `record` until the writer catches up; nothing is dropped."""
+    """A full queue refuses rows instead of blocking the request: they are counted, the rest are all written."""
 
-    def test_slow_writer_blocks_producers_but_loses_nothing(self, path: Path) -> None:
+    def test_a_stalled_writer_refuses_rows_beyond_the_queue_and_counts_them(self, path: Path) -> None:
         log = _open(path, queue_size=3)
-        try:
-            with closing(sqlite3.connect(path, isolation_level=None)) as other_worker:
-                other_worker.execute("BEGIN IMMEDIATE")  # holds the write lock: our writer stalls
-                log.record(_records(3))
-                late = _records(5)
-                producer = threading.Thread(target=_record_one_by_one, args=(log, late, 1))
-                producer.start()
-                producer.join(0.3)
-                assert producer.is_alive()  # blocked, not dropping
-                stats = log.stats()
-                assert stats.blocked_count >= 1
-                assert stats.pending <= 3
-                other_worker.execute("COMMIT")
-            producer.join(10)
-            assert not producer.is_alive()
-            assert log.flush(timeout=10)
-            assert log.stats().rows == 8
-            assert set(log.lookup(_pid(r) for r in late)) == {_pid(r) for r in late}
-        finally:
-            log.close()
+        with capture_logs() as events:
+            try:
+                with closing(sqlite3.connect(path, isolation_level=None)) as other_worker:
+                    other_worker.execute("BEGIN IMMEDIATE")  # holds the write lock: our writer stalls
+                    accepted = _records(3)
+                    assert log.record(accepted) is not None
+                    late = _records(5)
+                    assert [log.record([record]) for record in late] == [None] * 5  # at once, never waiting
+                    health = log.health()
+                    assert (health.pending, health.dropped["queue_full"]) == (3, 5)
+                    other_worker.execute("COMMIT")
+                assert log.flush(timeout=10)
+                again = _records(2)
+                assert log.record(again) is not None
+                assert log.flush(timeout=10)
+                assert log.stats().rows == 5
+            finally:
+                log.close()
+        said = [event["event"] for event in events if event["event"].startswith("prediction log")]
+        assert said == [  # once per episode, not once per refused request
+            "prediction log cannot keep up; predictions are answered but not logged",
+            "prediction log accepting predictions again",
+        ]
+        with _open(path) as reopened:
+            found = reopened.lookup(_pid(r) for r in accepted + again + late)
+        assert set(found) == {_pid(r) for r in accepted + again}
 
     def test_a_batch_larger_than_the_queue_still_goes_through(self, path: Path) -> None:
         log = _open(path, queue_size=2)
         try:
-            log.record(_records(50))
-            log.record(_records(50))
-            assert log.flush(timeout=5)
+            for _ in range(2):
+                ticket = log.record(_records(50))
+                assert ticket is not None and log.wait(ticket, timeout=10)
             assert log.stats().rows == 100
+        finally:
+            log.close()
+
+
+class TestUnavailable:
+    """While this process's predictions cannot be committed, a join says "retry later" instead of "unknown"."""
+
+    def test_a_join_during_a_stall_is_refused_then_succeeds(self, path: Path) -> None:
+        log = _open(path)
+        try:
+            with closing(sqlite3.connect(path, isolation_level=None)) as other_worker:
+                other_worker.execute("BEGIN IMMEDIATE")
+                record = _records(1)[0]
+                ticket = log.record([record])
+                assert ticket is not None
+                with pytest.raises(PredictionLogUnavailable, match="behind or failing"):
+                    log.add_feedback([FeedbackItem(_pid(record), 1.0)])
+                other_worker.execute("COMMIT")
+            assert log.wait(ticket, timeout=10)
+            result = log.add_feedback([FeedbackItem(_pid(record), 1.0)])
+            assert [label.prediction_id for label in result.joined] == [_pid(record)]
+            assert not log.health().failing
+        finally:
+            log.close()
+
+    def test_a_feedback_write_that_fails_stores_nothing(self, path: Path) -> None:
+        log = _open(path)
+        try:
+            record = _records(1)[0]
+            ticket = log.record([record])
+            assert ticket is not None and log.wait(ticket, timeout=10)
+            with closing(sqlite3.connect(path, isolation_level=None)) as other_worker:
+                other_worker.execute("BEGIN IMMEDIATE")  # the join's own write lock times out
+                with pytest.raises(PredictionLogUnavailable, match="cannot store feedback"):
+                    log.add_feedback([FeedbackItem(_pid(record), 1.0)])
+                other_worker.execute("COMMIT")
+            assert _count(path, "feedback") == 0
+            assert log.add_feedback([FeedbackItem(_pid(record), 1.0)]).joined
         finally:
             log.close()
 
@@ -453,7 +498,8 @@ class TestThreadSafety:
         def produce(mine: list[PredictionRequest]) -> None:
             for _ in range(100):
                 records = _records(5)
-                log.record(records)
+                ticket = log.record(records)
+                assert ticket is not None and log.wait(ticket, timeout=10)  # as /predict does by default
                 mine.extend(records)
                 log.record_shadow(records[0].request_id, [-1.0])
 

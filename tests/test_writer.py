@@ -9,6 +9,7 @@ from contextlib import closing
 from pathlib import Path
 
 import pytest
+from structlog.testing import capture_logs
 
 from service.groundtruth.writer import WriteBehind, WriterState
 
@@ -80,7 +81,7 @@ class TestStates:
 
 
 class TestWriterFailure:
-    """A writer thread that dies fails the queue: no row is accepted that would never be written."""
+    """A writer thread that dies fails the queue: rows are refused (and counted), never queued to be lost."""
 
     def test_a_dead_writer_refuses_rows_and_flush_returns(self, path: Path) -> None:
         def broken(batch: list[int]) -> list[int]:
@@ -91,11 +92,70 @@ class TestWriterFailure:
         writer.put(1, 1)
         assert not writer.flush(timeout=5)
         assert writer.state is WriterState.FAILED
-        with pytest.raises(RuntimeError, match=r"not open \(failed\)"):
-            writer.put(2, 1)
+        assert writer.put(2, 1) is None
+        stats = writer.stats()
+        assert (stats.refused, stats.failing) == (1, True)
         assert writer.close(10.0, grace=1.0)
         assert writer.state is WriterState.CLOSED
         assert _stored(path) == []
+
+
+class TestNeverBlocks:
+    """`put` refuses instead of waiting; `wait` gives up at once on a writer that is failing or stuck."""
+
+    def test_a_full_queue_refuses_and_takes_rows_again_once_written(self, path: Path) -> None:
+        writer = _writer(path)  # queue of 100 rows
+        writer.start(_connect(path))
+        try:
+            with closing(sqlite3.connect(path, isolation_level=None)) as other_worker:
+                other_worker.execute("BEGIN IMMEDIATE")  # our writer cannot commit
+                tickets = [writer.put(value, 10) for value in range(12)]
+                assert all(ticket is not None for ticket in tickets[:10])
+                assert tickets[10:] == [None, None]  # the queue holds 100 rows: the rest are refused, not waited for
+                assert writer.stats().refused == 2
+                other_worker.execute("COMMIT")
+            assert writer.flush(timeout=10)
+            assert writer.put(99, 10) is not None
+            assert writer.flush(timeout=10)
+        finally:
+            writer.close(10.0, grace=1.0)
+        assert _stored(path) == [*range(10), 99]
+
+    def test_wait_returns_once_committed(self, path: Path) -> None:
+        writer = _writer(path)
+        writer.start(_connect(path))
+        try:
+            ticket = writer.put(7, 1)
+            assert ticket is not None
+            assert writer.wait(ticket, timeout=10)
+            assert _stored(path) == [7]  # committed when wait returned: another connection reads it
+        finally:
+            writer.close(10.0, grace=1.0)
+
+    def test_wait_gives_up_on_a_failing_writer_and_it_recovers_by_itself(self, path: Path) -> None:
+        writer = _writer(path)
+        writer.start(_connect(path))
+        try:
+            with capture_logs() as events, closing(sqlite3.connect(path, isolation_level=None)) as other_worker:
+                other_worker.execute("BEGIN IMMEDIATE")
+                first = writer.put(1, 1)
+                assert first is not None
+                assert not writer.wait(first, timeout=0.5)  # its own busy timeout (0.1 s) passes first: failing
+                assert writer.stats().failing
+                second = writer.put(2, 1)
+                assert second is not None
+                started = time.monotonic()
+                assert not writer.wait(second, timeout=30.0)
+                assert time.monotonic() - started < 25.0  # it did not sit out its 30 s: the writer is failing
+                other_worker.execute("COMMIT")
+                assert writer.flush(timeout=10)
+                assert not writer.stats().failing
+            assert writer.wait(second, timeout=1.0)
+        finally:
+            writer.close(10.0, grace=1.0)
+        assert _stored(path) == [1, 2]
+        said = [event["event"] for event in events]
+        assert said == ["prediction log write failed; retrying", "prediction log writes resumed"]  # once each
 
 
 class TestAbandon:

@@ -3,6 +3,7 @@
 It imports only `service.artifact`.
 """
 
+from service.groundtruth.health import register_log_instruments
 from service.groundtruth.ids import new_prediction_ids, split_prediction_id
 from service.groundtruth.metrics import FeedbackInstruments
 from service.groundtruth.records import (
@@ -12,7 +13,7 @@ from service.groundtruth.records import (
     PredictionRequest,
     StoredPrediction,
 )
-from service.groundtruth.store import LogStats, PredictionLog, PredictionLogError
+from service.groundtruth.store import LogStats, PredictionLog, PredictionLogError, PredictionLogUnavailable
 
 __all__ = [
     "FeedbackInstruments",
@@ -22,8 +23,10 @@ __all__ = [
     "LogStats",
     "PredictionLog",
     "PredictionLogError",
+    "PredictionLogUnavailable",
     "PredictionRequest",
     "StoredPrediction",
     "new_prediction_ids",
+    "register_log_instruments",
     "split_prediction_id",
 ]

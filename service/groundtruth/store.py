@@ -36,7 +36,7 @@ from service.groundtruth.retention import Retention
 from service.groundtruth.rows import StoredRequest, locate, request_row
 from service.groundtruth.writer import WriteBehind, WriterState
 
-__all__ = ["LogStats", "PredictionLog", "PredictionLogError"]
+__all__ = ["RETRY_AFTER", "LogStats", "PredictionLog", "PredictionLogError", "PredictionLogUnavailable"]
 
 _log = structlog.get_logger("service.groundtruth.store")
 
@@ -70,8 +70,11 @@ _SELECT_REQUESTS = (
     " shadow_predictions, slices FROM requests WHERE request_id IN ({})"
 )
 _SELECT_LABELS = "SELECT prediction_id, actual, received_at FROM feedback WHERE prediction_id IN ({})"
-_BUSY_TIMEOUT = 5.0  # seconds a connection waits for another worker's write lock before it reports "locked"
-_FLUSH_TIMEOUT = 5.0  # how long a join waits for this process's queued predictions to be committed
+_BUSY_TIMEOUT = 5.0  # seconds the writer waits for another worker's write lock before it reports "locked"
+_READ_BUSY_TIMEOUT = 1.0  # the same for a request thread's join: past it, the client is told to retry
+_FLUSH_TIMEOUT = 5.0  # how long `lookup` waits for this process's queued predictions to be committed
+_JOIN_WAIT = 1.0  # how long a join waits for them before it answers "retry later"
+RETRY_AFTER = 5  # seconds a client is asked to wait before sending a join again
 _IN_CHUNK = 500  # ids per `IN (...)` query, well under SQLite's bound-variable limit
 
 
@@ -92,10 +95,15 @@ class LogStats:
 
     rows: int
     oldest: float | None
-    pending: int
-    blocked_count: int  # `record` calls that waited for room in the queue
+    pending: int  # rows queued or being written
+    failing: bool  # the last write failed (disk full, file locked for too long), or the writer thread died
     write_errors: int  # failed write attempts (each retried)
-    dropped: int  # rows that could not be serialized at all (a bug upstream; logged)
+    dropped: dict[str, int]  # predictions not logged, by reason: queue_full, writer_failed, unserializable
+    shadow_dropped: int  # challenger results not logged (the queue was full)
+
+
+class PredictionLogUnavailable(Exception):
+    """The log cannot answer a join now (it is failing, or behind); the client should retry in `RETRY_AFTER` s."""
 
 
 class PredictionLogError(Exception):
@@ -105,11 +113,13 @@ class PredictionLogError(Exception):
 class PredictionLog:
     """Predictions in a SQLite file (WAL, shared by every worker process), written by one background thread.
 
-    `record` hands rows to the writer and returns at once; when `queue_size` rows are waiting it blocks until
-    the writer catches up, so an acknowledged prediction is never dropped. `flush` waits for everything queued
-    so far; `close` flushes and stops the writer (call it when the worker exits; `open` also registers it with
-    `atexit`). Rows older than `retention_seconds`, and the oldest rows beyond `max_rows`, are purged by the
-    writer every `purge_interval` seconds or after enough inserts; `None` keeps them.
+    `record` hands rows to the writer and returns at once with a ticket; `wait(ticket, timeout)` holds the caller
+    until those rows are committed (a commit survives the process being killed). When `queue_size` rows are
+    already waiting, or the writer has died, `record` refuses the rows instead of blocking: it returns None and
+    the rows are counted in `stats().dropped`. `flush` waits for everything queued so far; `close` flushes and
+    stops the writer (call it when the worker exits; `open` also registers it with `atexit`). Rows older than
+    `retention_seconds`, and the oldest rows beyond `max_rows`, are purged by the writer every `purge_interval`
+    seconds or after enough inserts; `None` keeps them.
     """
 
     def __init__(
@@ -140,7 +150,10 @@ class PredictionLog:
             write=_write,
             purge=self._retention.purge_pass,
         )
-        self._dropped = 0
+        self._dropped = {"queue_full": 0, "writer_failed": 0, "unserializable": 0}
+        self._shadow_dropped = 0
+        self._dropping = False  # in an episode of refused rows: logged once when it starts and once when it ends
+        self._counts_lock = threading.Lock()
         self._reader: sqlite3.Connection | None = None
         self._reader_lock = threading.Lock()
 
@@ -156,7 +169,7 @@ class PredictionLog:
             raise PredictionLogError(f"cannot open the prediction log {self.path}: {error}") from error
         try:
             writing.executescript(f"BEGIN IMMEDIATE; {_SCHEMA} COMMIT;")
-            self._reader = _connect(self.path)
+            self._reader = _connect(self.path, busy_timeout=_READ_BUSY_TIMEOUT)
         except sqlite3.Error as error:
             writing.close()
             raise PredictionLogError(f"cannot write the prediction log {self.path}: {error}") from error
@@ -186,15 +199,26 @@ class PredictionLog:
         self.close()
 
     # --- writing ------------------------------------------------------------------------------------------
-    def record(self, requests: Sequence[PredictionRequest]) -> None:
-        """Queue requests for the writer. Blocks (counted in `blocked_count`) while the queue is full."""
+    def record(self, requests: Sequence[PredictionRequest]) -> int | None:
+        """Queue requests for the writer; their ticket for `wait`, or None if they were refused (and counted).
+        Never blocks."""
         count = sum(len(request.predictions) for request in requests)
-        if count:
-            self._writer.put(requests, count)
+        if not count:
+            return 0  # nothing to write: "committed" already
+        ticket = self._writer.put(requests, count)
+        self._account(ticket, count)
+        return ticket
 
     def record_shadow(self, request_id: str, shadow_predictions: Sequence[float | str]) -> None:
         """Queue the challenger's predictions for a request recorded earlier (written after its insert)."""
-        self._writer.put(_ShadowUpdate(request_id, shadow_predictions), 1)
+        if self._writer.put(_ShadowUpdate(request_id, shadow_predictions), 1) is None:
+            with self._counts_lock:
+                self._shadow_dropped += 1
+
+    def wait(self, ticket: int, timeout: float) -> bool:
+        """Wait up to `timeout` for the rows `record` returned `ticket` for to be committed. False at once when
+        the writer is failing or stuck: the caller answers in normal time, with its rows still queued."""
+        return self._writer.wait(ticket, timeout)
 
     def flush(self, timeout: float | None = None) -> bool:
         """Wait until everything queued so far is committed; False if `timeout` passed first."""
@@ -237,9 +261,18 @@ class PredictionLog:
         """Store each label once and join it to its prediction, in one transaction.
 
         An id with no stored prediction is unknown; an id that already has a label, or that appears again in
-        `items`, is a duplicate (the first occurrence wins). Neither is stored.
+        `items`, is a duplicate (the first occurrence wins). Neither is stored. Raises `PredictionLogUnavailable`,
+        storing nothing, while this process's predictions cannot be committed in time (an id may be among them,
+        so "unknown" would be a lie) or the feedback cannot be written.
         """
-        self._flush_for_read()
+        if self._writer.stats().failing or not self.flush(_JOIN_WAIT):
+            raise PredictionLogUnavailable(f"the prediction log {self.path} is behind or failing to write")
+        try:
+            return self._join(items, now)
+        except sqlite3.Error as error:
+            raise PredictionLogUnavailable(f"the prediction log {self.path} cannot store feedback: {error}") from error
+
+    def _join(self, items: Sequence[FeedbackItem], now: float | None) -> FeedbackResult:
         received_at = time.time() if now is None else now
         unique = list(dict.fromkeys(item.prediction_id for item in items))
         joined: list[JoinedLabel] = []
@@ -301,15 +334,43 @@ class PredictionLog:
             rows, oldest = connection.execute(
                 "SELECT coalesce(sum(row_count), 0), min(created_at) FROM requests"
             ).fetchone()
+        return self.health(rows=rows, oldest=oldest)
+
+    def health(self, *, rows: int = 0, oldest: float | None = None) -> LogStats:
+        """`stats` without the count of stored rows: cheap, for metric callbacks."""
         queue = self._writer.stats()
+        with self._counts_lock:
+            dropped, shadow_dropped = dict(self._dropped), self._shadow_dropped
         return LogStats(
             rows=rows,
             oldest=oldest,
             pending=queue.pending,
-            blocked_count=queue.blocked_count,
+            failing=queue.failing,
             write_errors=queue.write_errors,
-            dropped=self._dropped,
+            dropped=dropped,
+            shadow_dropped=shadow_dropped,
         )
+
+    def _account(self, ticket: int | None, rows: int) -> None:
+        """Count refused rows, and log when an episode of refusals starts and ends (not once per request)."""
+        if ticket is not None and not self._dropping:
+            return
+        with self._counts_lock:
+            if ticket is None:
+                reason = "writer_failed" if self._writer.state is WriterState.FAILED else "queue_full"
+                self._dropped[reason] += rows
+                started, self._dropping = not self._dropping, True
+            else:
+                started, ended, self._dropping = False, self._dropping, False
+            dropped = dict(self._dropped)
+        if ticket is None and started:
+            _log.warning(
+                "prediction log cannot keep up; predictions are answered but not logged",
+                path=str(self.path),
+                reason=reason,
+            )
+        elif ticket is not None and ended:
+            _log.info("prediction log accepting predictions again", path=str(self.path), dropped=dropped)
 
     def _flush_for_read(self) -> None:
         if not self.flush(_FLUSH_TIMEOUT):
@@ -335,7 +396,8 @@ class PredictionLog:
                 try:
                     inserts.append(request_row(request))
                 except Exception as error:  # a bug upstream; log no message, it might quote a raw feature
-                    self._dropped += 1
+                    with self._counts_lock:
+                        self._dropped["unserializable"] += len(request.predictions)
                     _log.error("prediction not serializable; dropped", path=str(self.path), error=type(error).__name__)
         return inserts, shadows
 
@@ -353,10 +415,10 @@ def _create_private(path: Path) -> None:
     os.close(os.open(path, os.O_CREAT | os.O_RDWR, 0o600))
 
 
-def _connect(path: Path) -> sqlite3.Connection:
+def _connect(path: Path, busy_timeout: float = _BUSY_TIMEOUT) -> sqlite3.Connection:
     # Autocommit mode (isolation_level=None): transactions are explicit BEGIN IMMEDIATE ... COMMIT.
     # `timeout` is SQLite's busy_timeout: several worker processes share the file and take turns writing.
-    connection = sqlite3.connect(path, timeout=_BUSY_TIMEOUT, isolation_level=None, check_same_thread=False)
+    connection = sqlite3.connect(path, timeout=busy_timeout, isolation_level=None, check_same_thread=False)
     try:
         connection.execute("PRAGMA journal_mode=WAL")  # readers never block the writer, nor it them
         connection.execute("PRAGMA synchronous=NORMAL")  # durable across process crashes; fsync at checkpoints

@@ -1,10 +1,13 @@
 """The prediction log's write-behind queue: request threads hand over rows, one thread commits them in batches.
 
-`put` queues an operation and returns at once; when the queue holds `queue_size` rows it blocks until the writer
-catches up, so an acknowledged prediction is never dropped. The writer thread commits what is queued in one
-transaction per batch (retrying failed ones), and runs the log's purge every `purge_interval` seconds or after
-`purge_every_rows` rows. What an operation means, and how a batch turns into SQL, is the caller's (`encode`,
-`write` and `purge`); this module owns the queue, the thread and the order of commits.
+`put` queues an operation and returns at once with a ticket, or refuses it (returns None) when the queue already
+holds `queue_size` rows or the writer thread is dead: serving never waits for a disk that is full or a lock that is
+held. `wait(ticket, timeout)` lets the caller hold its answer until its rows are committed (the durable mode): the
+writer commits whatever is queued as soon as anyone waits, so concurrent requests share one transaction (group
+commit), and a writer that is failing or stuck in a commit answers `wait` at once with False instead of holding
+requests. The writer thread retries a failed batch with back-off until it commits, and runs the log's purge every
+`purge_interval` seconds or after `purge_every_rows` rows. What an operation means, and how a batch turns into SQL,
+is the caller's (`encode`, `write` and `purge`); this module owns the queue, the thread and the order of commits.
 """
 
 from __future__ import annotations
@@ -52,8 +55,9 @@ class WriterStats:
     """The queue's counters: rows not yet committed, and trouble seen."""
 
     pending: int  # rows queued or being written
-    blocked_count: int  # `put` calls that waited for room in the queue
+    refused: int  # `put` calls refused: the queue was full, or the writer thread had died
     write_errors: int  # failed write attempts (each retried)
+    failing: bool  # the last write attempt failed (cleared by the next commit), or the writer thread died
 
 
 class WriteBehind(Generic[Operation, Encoded]):
@@ -85,18 +89,19 @@ class WriteBehind(Generic[Operation, Encoded]):
         self._purge = purge
         self._lock = threading.Lock()
         self._work = threading.Condition(self._lock)  # the writer waits here for rows
-        self._space = threading.Condition(self._lock)  # producers wait here for room
-        self._done = threading.Condition(self._lock)  # flushers wait here for commits
+        self._done = threading.Condition(self._lock)  # flush() and wait() wait here for commits
         self._queue: deque[tuple[Operation, int]] = deque()  # (operation, rows)
         self._pending_rows = 0  # rows queued or being written
         self._enqueued = 0  # operations accepted so far
         self._committed = 0  # operations written so far (a prefix of the queue order)
         self._writer_idle = False
         self._oldest = 0.0  # when the oldest queued operation arrived
-        self._flushers = 0  # threads waiting in flush(): the writer does not linger for them
+        self._waiters = 0  # threads in flush() or wait(): the writer does not linger for them
+        self._writing_since: float | None = None  # when the batch being written was taken
+        self._failing = False
         self._state = WriterState.NEW
         self._abandon = threading.Event()
-        self._blocked = self._write_errors = 0
+        self._refused = self._write_errors = 0
         self._thread: threading.Thread | None = None
 
     @property
@@ -121,7 +126,6 @@ class WriteBehind(Generic[Operation, Encoded]):
                 return False
             self._state = WriterState.CLOSING  # from open, or failed (the writer died; its thread is gone)
             self._work.notify()
-            self._space.notify_all()
         thread = self._thread
         assert thread is not None
         thread.join(timeout)
@@ -135,17 +139,18 @@ class WriteBehind(Generic[Operation, Encoded]):
         return True
 
     # --- producers ----------------------------------------------------------------------------------------
-    def put(self, operation: Operation, rows: int) -> None:
-        """Queue `operation` (`rows` rows' worth). Blocks (counted in `blocked_count`) while the queue is full."""
+    def put(self, operation: Operation, rows: int) -> int | None:
+        """Queue `operation` (`rows` rows' worth) and return its ticket for `wait`, or None (counted in `refused`)
+        if the queue is full or the writer thread has died. Never blocks. An operation larger than the whole
+        queue is accepted when the queue is empty."""
         with self._lock:
+            if self._state is WriterState.FAILED or (
+                self._pending_rows and self._pending_rows + rows > self._queue_size
+            ):
+                self._refused += 1
+                return None
             if self._state is not WriterState.OPEN:
                 raise RuntimeError(f"prediction log {self._path} is not open ({self._state.value})")
-            if self._pending_rows and self._pending_rows + rows > self._queue_size:
-                self._blocked += 1
-                while self._pending_rows and self._pending_rows + rows > self._queue_size:
-                    self._space.wait()
-                    if self._state is not WriterState.OPEN:
-                        raise RuntimeError(f"prediction log {self._path} closed while waiting for room")
             if not self._queue:
                 self._oldest = time.monotonic()
             self._queue.append((operation, rows))
@@ -154,13 +159,34 @@ class WriteBehind(Generic[Operation, Encoded]):
             if self._writer_idle and self._pending_rows >= self._wake_rows:
                 self._writer_idle = False
                 self._work.notify()
+            return self._enqueued
+
+    def wait(self, ticket: int, timeout: float) -> bool:
+        """Wait up to `timeout` seconds for the operation `ticket` names to be committed. False at once, without
+        waiting, when the writer is failing, or has been inside one commit for longer than `timeout` already:
+        a request then answers in normal time, and says its rows are only queued."""
+        deadline = time.monotonic() + timeout
+        with self._lock:
+            self._waiters += 1
+            if self._writer_idle:
+                self._work.notify()
+            try:
+                while self._committed < ticket:
+                    now = time.monotonic()
+                    stuck = self._writing_since is not None and now - self._writing_since > timeout
+                    if self._failing or stuck or now >= deadline or self._state is not WriterState.OPEN:
+                        return False
+                    self._done.wait(deadline - now)
+                return True
+            finally:
+                self._waiters -= 1
 
     def flush(self, timeout: float | None = None) -> bool:
         """Wait until everything queued so far is committed; False if `timeout` passed first."""
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._lock:
             target = self._enqueued
-            self._flushers += 1
+            self._waiters += 1
             self._work.notify()
             try:
                 while self._committed < target and self._state in (WriterState.OPEN, WriterState.CLOSING):
@@ -170,11 +196,16 @@ class WriteBehind(Generic[Operation, Encoded]):
                     self._done.wait(remaining)
                 return self._committed >= target
             finally:
-                self._flushers -= 1
+                self._waiters -= 1
 
     def stats(self) -> WriterStats:
         with self._lock:
-            return WriterStats(pending=self._pending_rows, blocked_count=self._blocked, write_errors=self._write_errors)
+            return WriterStats(
+                pending=self._pending_rows,
+                refused=self._refused,
+                write_errors=self._write_errors,
+                failing=self._failing or self._state is WriterState.FAILED,
+            )
 
     # --- the writer thread --------------------------------------------------------------------------------
     def _run(self, connection: sqlite3.Connection) -> None:
@@ -189,13 +220,14 @@ class WriteBehind(Generic[Operation, Encoded]):
                     batch, rows = self._take()
                     if not batch and self._state is not WriterState.OPEN:
                         return
+                    self._writing_since = time.monotonic() if batch else None
                 if batch:
                     if not self._commit(connection, batch):
                         return
                     with self._lock:
+                        self._writing_since = None
                         self._pending_rows -= rows
                         self._committed += len(batch)
-                        self._space.notify_all()
                         self._done.notify_all()
                     inserted += rows
                 if inserted >= self._purge_every_rows or time.monotonic() >= next_purge:
@@ -209,15 +241,14 @@ class WriteBehind(Generic[Operation, Encoded]):
             connection.close()
             with self._lock:
                 if self._state is WriterState.OPEN:
-                    self._state = WriterState.FAILED  # `put` raises from now on: no 200 for a row that is not logged
-                self._space.notify_all()
+                    self._state = WriterState.FAILED  # `put` refuses from now on: each refusal is counted
                 self._done.notify_all()
 
     def _due(self) -> bool:
         """Whether the queued operations should be written now (called with the lock held)."""
         if not self._queue:
             return False
-        if self._flushers > 0 or self._pending_rows >= self._wake_rows:
+        if self._waiters > 0 or self._pending_rows >= self._wake_rows:
             return True
         return time.monotonic() - self._oldest >= _LINGER
 
@@ -233,18 +264,32 @@ class WriteBehind(Generic[Operation, Encoded]):
     def _commit(self, connection: sqlite3.Connection, batch: list[Operation]) -> bool:
         """Write `batch` in one transaction, retrying until it commits; False if `close` abandoned it."""
         encoded = self._encode(batch)
-        delay = 0.05
+        delay, failed_at = 0.05, 0.0
         while True:
             try:
                 connection.execute("BEGIN IMMEDIATE")
                 self._write(connection, encoded)
                 connection.execute("COMMIT")
+                if failed_at:
+                    with self._lock:
+                        self._failing = False
+                    _log.info(
+                        "prediction log writes resumed",
+                        path=str(self._path),
+                        outage_seconds=round(time.monotonic() - failed_at, 3),
+                        write_errors=self._write_errors,
+                    )
                 return True
             except sqlite3.Error as error:
                 if connection.in_transaction:
                     connection.execute("ROLLBACK")
-                self._write_errors += 1
-                _log.warning("prediction log write failed; retrying", path=str(self._path), error=str(error))
+                with self._lock:
+                    self._write_errors += 1
+                    self._failing = True
+                    self._done.notify_all()  # durable waiters answer now: their rows are only queued
+                if not failed_at:  # once per outage; the count of attempts is a metric
+                    failed_at = time.monotonic()
+                    _log.warning("prediction log write failed; retrying", path=str(self._path), error=str(error))
             if self._abandon.wait(delay):
                 return False
             delay = min(2 * delay, 1.0)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import structlog
@@ -15,6 +15,7 @@ from otel.flask import FlaskTelemetry
 from otel.telemetry import Telemetry, installed
 from service.artifact.model import Model, ModelLoadError, load_model
 from service.artifact.profile import PROFILE_FILE, ReferenceProfile
+from service.groundtruth.health import register_log_instruments
 from service.groundtruth.ids import split_prediction_id
 from service.groundtruth.metrics import FeedbackInstruments
 from service.groundtruth.store import PredictionLog, PredictionLogError
@@ -69,7 +70,7 @@ def create_app(
 
     before_inference: list[Callable[..., None]] = []
     on_rejected: list[Callable[..., None]] = []
-    on_served: list[Callable[[routes.Served], object]] = []
+    on_served: list[Callable[[routes.Served], Mapping[str, str] | None]] = []
     on_close: list[Callable[[], None]] = []
     if faults is not None:
         before_inference.append(lambda headers, attributes: faults.run_stage(headers.get(FAULT_HEADER), attributes))
@@ -88,7 +89,8 @@ def create_app(
         _off(app, ["/monitoring", "/model/reference"], "GET", "Monitoring is off",
              "Set MODELLENS_MONITORING=on to enable it.")  # fmt: skip
     if log is not None and feedback is not None:
-        on_served.append(feedback_routes.PredictionRecorder(log, card, settings.slice_features))
+        wait = settings.prediction_log_commit_wait if settings.prediction_log_durability == "commit" else None
+        on_served.append(feedback_routes.PredictionRecorder(log, card, settings.slice_features, wait))
         app.extensions[feedback_routes.EXTENSION] = feedback_routes.FeedbackState(
             card=card, tracer=tracer, max_batch=settings.max_batch, log=log, instruments=feedback
         )
@@ -96,9 +98,14 @@ def create_app(
     else:
         _off(app, ["/feedback"], "POST", "Feedback is off", "The prediction log is off (MODELLENS_PREDICTION_LOG).")
     if shadow is not None:
-        on_served.append(lambda served: shadow.submit(served.rows, served.raw, served.prediction_ids))
+
+        def score_in_shadow(served: routes.Served) -> None:
+            shadow.submit(served.rows, served.raw, served.prediction_ids)  # skipped ones are counted by the scorer
+
+        on_served.append(score_in_shadow)
         on_close.append(shadow.close)  # first: the challenger's last results go to the log
     if log is not None:
+        register_log_instruments(meter, log)
         on_close.append(log.close)
 
     app.extensions["modellens"] = routes.ServiceState(
@@ -161,7 +168,10 @@ def _prediction_log(settings: Settings) -> PredictionLog | None:
     if path is None:
         return None
     log = PredictionLog(
-        path, retention_seconds=settings.prediction_log_retention_seconds, max_rows=settings.prediction_log_max_rows
+        path,
+        retention_seconds=settings.prediction_log_retention_seconds,
+        max_rows=settings.prediction_log_max_rows,
+        queue_size=settings.prediction_log_queue,
     )
     try:
         return log.open()

@@ -34,7 +34,7 @@ def openapi() -> Response:
 def build_document(card: ModelCard, settings: Settings, *, feedback: bool = True) -> dict[str, Any]:
     """The OpenAPI 3.1 document for a service serving `card` with `settings` (limits, monitoring)."""
     paths: dict[str, Any] = {
-        "/predict": {"post": _predict(settings)},
+        "/predict": {"post": _predict(settings, logged=feedback)},
         "/": {
             "get": _get(
                 "An index: the model served and the endpoints that answer (features that are off are absent).",
@@ -341,7 +341,15 @@ def _body_errors(settings: Settings, noun: str) -> dict[str, Any]:
     }
 
 
-def _predict(settings: Settings) -> dict[str, Any]:
+def _predict(settings: Settings, *, logged: bool) -> dict[str, Any]:
+    ok = _traced("One prediction and one id per instance, in order.", {"$ref": "#/components/schemas/PredictResponse"})
+    if logged:
+        ok["headers"]["X-Modellens-Prediction-Log"] = {
+            "description": "What the prediction log did with these rows: `committed` (they survive a killed "
+            "worker), `queued` (written within moments: buffered mode, or the log is slow or failing), `dropped` "
+            "(not logged: the log's queue was full; /feedback will call these ids unknown).",
+            "schema": {"enum": ["committed", "queued", "dropped"]},
+        }
     return {
         "summary": "Score a batch of rows.",
         "requestBody": {
@@ -349,9 +357,7 @@ def _predict(settings: Settings) -> dict[str, Any]:
             "content": {"application/json": {"schema": {"$ref": "#/components/schemas/PredictRequest"}}},
         },
         "responses": {
-            "200": _traced(
-                "One prediction and one id per instance, in order.", {"$ref": "#/components/schemas/PredictResponse"}
-            ),
+            "200": ok,
             **_body_errors(settings, "instances"),
         },
     }
@@ -371,6 +377,13 @@ def _feedback(card: ModelCard, settings: Settings) -> dict[str, Any]:
             ),
             "404": _problem_ref("The prediction log is off."),
             **_body_errors(settings, "labels"),
+            "503": {
+                **_problem_ref(
+                    "The prediction log is failing to write, or behind: nothing was stored; send the same labels "
+                    "again after Retry-After seconds (ids it has not written yet would otherwise read unknown)."
+                ),
+                "headers": {"Retry-After": {"schema": {"type": "integer", "minimum": 1}}},
+            },
         },
     }
 

@@ -61,6 +61,7 @@ class Problem(Exception):
     detail: str
     slug: str = "about:blank"
     errors: list[FieldError] = field(default_factory=list)
+    headers: dict[str, str] = field(default_factory=dict)  # e.g. Retry-After on a 503
 
     def to_dict(self) -> dict[str, Any]:
         body: dict[str, Any] = {
@@ -81,7 +82,10 @@ class Problem(Exception):
 
     def response(self) -> Response:
         return current_app.response_class(
-            current_app.json.dumps(self.to_dict()) + "\n", status=self.status, mimetype=CONTENT_TYPE
+            current_app.json.dumps(self.to_dict()) + "\n",
+            status=self.status,
+            mimetype=CONTENT_TYPE,
+            headers=self.headers,
         )
 
 

@@ -7,7 +7,7 @@ factory hands in the hooks they registered, and their own routes live in their o
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -74,7 +74,8 @@ class ServiceState:
     metrics: MetricsRenderer
     before_inference: tuple[Callable[[Headers, dict[str, str]], None], ...] = ()  # fault injection's stage
     on_rejected: tuple[Callable[[Sequence[QualityIssue], int], None], ...] = ()  # data-quality counts
-    on_served: tuple[Callable[[Served], object], ...] = ()  # monitoring, the prediction log, the shadow model
+    # monitoring, the prediction log, the shadow model; each may return headers for the response
+    on_served: tuple[Callable[[Served], Mapping[str, str] | None], ...] = ()
     on_close: tuple[Callable[[], None], ...] = ()  # in order: shadow scoring drains before the log's writes
 
     def close(self) -> None:
@@ -154,6 +155,7 @@ def predict() -> Response:
         state.instruments.record_success(len(rows), time.perf_counter() - started)
     request_id, prediction_ids = new_prediction_ids(len(rows))
     predictions = model.to_python(raw)
+    headers: dict[str, str] = {}
     if state.on_served:
         span_context = trace.get_current_span().get_span_context()
         served = Served(
@@ -166,12 +168,14 @@ def predict() -> Response:
             trace_id=format(span_context.trace_id, "032x") if span_context.is_valid else None,
         )
         for listener in state.on_served:
-            listener(served)
-    return jsonify(
+            headers.update(listener(served) or {})
+    response = jsonify(
         predictions=predictions,
         prediction_ids=prediction_ids,
         model={"name": card.name, "version": card.version},
     )
+    response.headers.update(headers)
+    return response
 
 
 def _rejected(state: ServiceState, problem: Problem, payload: Any) -> None:
