@@ -18,12 +18,14 @@ help:
 $(BIN)/.runtime: pyproject.toml
 	@scripts/ensure-venv "$(PYTHON)"
 	[ -x $(BIN)/python ] || $(PYTHON) -m venv $(VENV)
+	@echo "Installing modellens and its dependencies into $(VENV) (a few minutes on a fresh machine; once)..."
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e .
+	$(BIN)/python -m pip install --progress-bar off -e .
 	touch $@
 
 $(BIN)/.dev: $(BIN)/.runtime
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@echo "Installing the test and lint tools into $(VENV)..."
+	$(BIN)/python -m pip install --progress-bar off -e '.[dev]'
 	touch $@
 
 install: $(BIN)/.runtime

@@ -159,7 +159,8 @@ class TestParseFeedback:
     @pytest.mark.parametrize(
         ("actual", "reason"),
         [
-            (1, "expected a class label (string), got number"),
+            (1, "expected a class label (a string, or an integer the model was trained on), got number"),
+            (True, "expected a class label (a string, or an integer the model was trained on), got boolean"),
             ("cat", "expected one of the model's classes: 'benign', 'malignant'"),
         ],
     )
@@ -167,6 +168,14 @@ class TestParseFeedback:
         with pytest.raises(Problem) as raised:
             parse_feedback({"feedback": [{"prediction_id": PID, "actual": actual}]}, classification.card, 10)
         assert [(e.pointer, e.reason) for e in raised.value.errors] == [("/feedback/0/actual", reason)]
+
+    def test_integer_labels_for_a_model_trained_on_integers(self, classification: Model) -> None:
+        card = dataclasses.replace(classification.card, classes=("0", "1"))  # what `train` writes for 0/1 targets
+        payload = {"feedback": [{"prediction_id": PID, "actual": 1}, {"prediction_id": PID, "actual": "0"}]}
+        assert parse_feedback(payload, card, 10) == [FeedbackItem(PID, "1"), FeedbackItem(PID, "0")]
+        with pytest.raises(Problem) as raised:
+            parse_feedback({"feedback": [{"prediction_id": PID, "actual": 2}]}, card, 10)
+        assert raised.value.errors[0].reason == "expected one of the model's classes: '0', '1'"
 
     def test_long_class_lists_are_truncated(self, classification: Model) -> None:
         card = dataclasses.replace(classification.card, classes=tuple(f"class-{i}" for i in range(25)))

@@ -18,6 +18,7 @@ MAX_IDS_IN_RESPONSE = 100
 _KEY = "feedback"
 _MEMBERS = ("prediction_id", "actual")
 _PREDICTION_ID = re.compile(r"[0-9a-fA-F]{32}")
+_INTEGER = re.compile(r"-?[0-9]+")  # a class label `train` wrote for an integer target
 _MAX_ERRORS = 1000
 _CLASSES_IN_REASON = 10
 
@@ -26,7 +27,8 @@ def parse_feedback(payload: Any, card: ModelCard, max_items: int) -> list[Feedba
     """Validate `{"feedback": [{"prediction_id": ..., "actual": ...}, ...]}` against the card.
 
     `prediction_id` is the 32 hex characters `/predict` returned (normalised to lower case); `actual` is a
-    finite number for a regression model, one of the card's class labels for a classifier. Every bad value
+    finite number for a regression model, one of the card's class labels for a classifier (a JSON integer too,
+    when the model was trained on integer labels: `1` is the label `"1"`). Every bad value
     is a 422 problem naming it by JSON Pointer; more items than `max_items` is a 413.
     """
     if not isinstance(payload, dict):
@@ -69,7 +71,10 @@ def parse_feedback(payload: Any, card: ModelCard, max_items: int) -> list[Feedba
             if actual_reason is not None:
                 errors.append(FieldError(f"{pointer}/actual", actual_reason))
             if id_reason is None and actual_reason is None:
-                value = actual if isinstance(actual, str) else float(actual)
+                if card.task == "classification":
+                    value: str | float = str(actual)  # the card's labels are strings; 1 is the label "1"
+                else:
+                    value = float(actual)
                 parsed.append(FeedbackItem(prediction_id.lower(), value))
         if len(errors) > _MAX_ERRORS:
             break
@@ -110,9 +115,11 @@ def _check_number(value: Any, card: ModelCard, classes: frozenset[str]) -> str |
 
 
 def _check_class(value: Any, card: ModelCard, classes: frozenset[str]) -> str | None:
-    if type(value) is not str:
-        return f"expected a class label (string), got {json_type(value)}"
-    if value in classes:
+    # An integer is accepted for a model trained on integer labels (0/1): its card stores them as strings.
+    integer_labels = type(value) is int and any(_INTEGER.fullmatch(label) for label in classes)
+    if type(value) is not str and not integer_labels:
+        return f"expected a class label (a string, or an integer the model was trained on), got {json_type(value)}"
+    if str(value) in classes:
         return None
     shown = ", ".join(repr(label[:32]) for label in card.classes[:_CLASSES_IN_REASON])
     more = f" and {len(card.classes) - _CLASSES_IN_REASON} more" if len(card.classes) > _CLASSES_IN_REASON else ""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from flask import Blueprint, Response, current_app, jsonify
@@ -195,7 +196,11 @@ def _instance_schema(card: ModelCard) -> dict[str, Any]:
 def _prediction_schema(card: ModelCard, *, label: bool = False) -> dict[str, Any]:
     """A prediction, or (`label`) a ground-truth label, whose magnitude the service bounds."""
     if card.task == "classification":
-        return {"type": "string", "enum": list(card.classes)}
+        labels: dict[str, Any] = {"type": "string", "enum": list(card.classes)}
+        integers = [int(name) for name in card.classes if re.fullmatch(r"-?[0-9]+", name)]
+        if label and integers:  # a label may also be sent as the integer the model was trained on
+            return {"oneOf": [labels, {"type": "integer", "enum": integers}]}
+        return labels
     if label:
         return {"type": "number", "minimum": -MAX_MAGNITUDE, "maximum": MAX_MAGNITUDE}
     return {"type": "number"}
