@@ -132,10 +132,29 @@ class TestAgainstTheService:
         summary = generator.run()
         assert summary.spikes_sent > 5
         slow = [latency for latency in summary.latencies if latency >= 0.3]
-        assert len(slow) == summary.spikes_sent
+        assert len(slow) == summary.spikes_sent == summary.spikes_slowed
+        assert "no spike took effect" not in summary.render()
         fault_lines = [line for line in process.stdout_lines() if '"fault injected"' in line]
         assert len(fault_lines) == summary.spikes_sent
         assert all('"trace_id"' in line for line in fault_lines)
+
+
+@pytest.mark.slow
+def test_latency_spike_against_a_service_without_faults_says_so(regression_model_dir: Path) -> None:
+    port = free_port()
+    with serve(regression_model_dir, port, None, MODELLENS_FAULTS="0"):
+        generator = LoadGenerator(
+            f"http://127.0.0.1:{port}",
+            [Phase(frozenset({"latency-spike"}), 2.0)],
+            rate=10,
+            options=Options(spike_fraction=0.5, spike_delay=0.3),
+            seed=3,
+        )
+        summary = generator.run()
+    assert summary.spikes_sent > 3 and summary.spikes_slowed == 0
+    assert "no spike took effect: the service ignores X-Modellens-Fault unless it runs with MODELLENS_FAULTS=1" in (
+        summary.render()
+    )
 
 
 @pytest.mark.slow

@@ -54,6 +54,7 @@ class Summary:
     latencies: list[float] = field(default_factory=list)
     bad_sent: Counter[str] = field(default_factory=Counter)
     spikes_sent: int = 0
+    spikes_slowed: int = 0  # spike requests answered no sooner than the delay they asked for
     feedback: Counter[str] = field(default_factory=Counter)
     skipped: int = 0
 
@@ -78,6 +79,7 @@ class Summary:
             },
             "bad_input_sent": dict(self.bad_sent),
             "latency_spikes_requested": self.spikes_sent,
+            "latency_spikes_slowed": self.spikes_slowed,
             "feedback": dict(self.feedback),
             "skipped_client_saturated": self.skipped,
         }
@@ -92,7 +94,12 @@ class Summary:
         if self.bad_sent:
             lines.append(f"bad input sent (expected rejections except out_of_range): {dict(self.bad_sent)}")
         if self.spikes_sent:
-            lines.append(f"latency spikes requested: {self.spikes_sent}")
+            lines.append(f"latency spikes requested: {self.spikes_sent}, slowed by the service: {self.spikes_slowed}")
+            if not self.spikes_slowed:
+                lines.append(
+                    "no spike took effect: the service ignores X-Modellens-Fault unless it runs with "
+                    "MODELLENS_FAULTS=1 (for rehearsals only)"
+                )
         if self.feedback:
             lines.append(f"feedback: {dict(self.feedback)}")
         if self.skipped:
@@ -250,6 +257,8 @@ class LoadGenerator:
                 self.summary.bad_sent[request["bad"]] += 1
             if request.get("spike"):
                 self.summary.spikes_sent += 1
+                # An injected delay is a lower bound on the answer's time: a faster answer was not slowed.
+                self.summary.spikes_slowed += elapsed >= self.options.spike_delay
             if body is not None and request["feedback"]:
                 due = self._clock() + self.options.feedback_delay
                 for prediction_id, prediction, actual in zip(
