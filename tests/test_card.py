@@ -8,9 +8,18 @@ import re
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
+import skops.io as sio
+from sklearn.linear_model import Ridge
 
 from service.artifact.card import CARD_FILE, FeatureSpec, ModelCard, content_version
+
+
+def _model(alpha: float = 1.0) -> bytes:
+    """A skops file of a small fitted model (a fresh dump each call: its bytes differ, its content does not)."""
+    rows = np.arange(12.0).reshape(6, 2)
+    return sio.dumps(Ridge(alpha=alpha).fit(rows, rows.sum(axis=1)))
 
 
 def _card(**changes: Any) -> ModelCard:
@@ -167,23 +176,23 @@ class TestCardFile:
 
 
 class TestContentVersion:
-    """The version hashes the model bytes and what the card says about the model, not about the run."""
+    """The version hashes the fitted model and what the card says about the model, not about the run."""
 
     def test_twelve_hex_chars(self) -> None:
-        version = content_version(b"model", _card())
+        version = content_version(_model(), _card())
         assert len(version) == 12
         assert int(version, 16) >= 0
 
     def test_model_bytes_change_the_version(self) -> None:
-        assert content_version(b"model", _card()) != content_version(b"model!", _card())
+        assert content_version(_model(), _card()) != content_version(_model(alpha=2.0), _card())
 
     def test_card_content_changes_the_version(self) -> None:
-        assert content_version(b"model", _card()) != content_version(b"model", _card(metrics={"accuracy": 0.5}))
+        assert content_version(_model(), _card()) != content_version(_model(), _card(metrics={"accuracy": 0.5}))
 
     def test_run_details_do_not_change_the_version(self) -> None:
         rerun = _card(version="ba9876543210", trained_at="2027-01-01T00:00:00Z", training_duration_seconds=9.0)
-        assert content_version(b"model", _card()) == content_version(b"model", rerun)
+        assert content_version(_model(), _card()) == content_version(_model(), rerun)
 
     def test_stable_across_a_json_round_trip(self, tmp_path: Path) -> None:
         _card().save(tmp_path)
-        assert content_version(b"model", ModelCard.load(tmp_path)) == content_version(b"model", _card())
+        assert content_version(_model(), ModelCard.load(tmp_path)) == content_version(_model(), _card())

@@ -177,6 +177,22 @@ class TestRefusedArtifacts:
         with pytest.raises(ModelLoadError, match="does not match the card version"):
             load_model(artifact)
 
+    def test_a_card_versioned_the_old_way_still_loads(self, artifact: Path) -> None:
+        # Cards written by 0.1 hashed the file's bytes; their artifacts keep loading after an upgrade.
+        card = ModelCard.load(artifact)
+        legacy = content_version((artifact / MODEL_FILE).read_bytes(), card, legacy=True)
+        assert legacy != card.version
+        dataclasses.replace(card, version=legacy).save(artifact)
+        assert load_model(artifact).card.version == legacy
+
+    @pytest.mark.parametrize("offset", [0.25, 0.5, 0.75])
+    def test_flipped_byte_anywhere_is_refused(self, artifact: Path, offset: float) -> None:
+        data = bytearray((artifact / MODEL_FILE).read_bytes())
+        data[int(len(data) * offset)] ^= 0xFF
+        (artifact / MODEL_FILE).write_bytes(bytes(data))
+        with pytest.raises(ModelLoadError, match=MODEL_FILE):
+            load_model(artifact)
+
     def test_flipped_byte_is_refused(self, artifact: Path) -> None:
         data = bytearray((artifact / MODEL_FILE).read_bytes())
         data[len(data) // 2] ^= 0xFF

@@ -13,6 +13,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal, get_args
 
+from service.artifact.digest import model_digest
+
 __all__ = ["CARD_FILE", "MODEL_FILE", "FeatureSpec", "FeatureType", "ModelCard", "Task", "content_version"]
 
 CARD_FILE = "model-card.json"
@@ -170,11 +172,13 @@ class ModelCard:
             raise ValueError(f"{path}: {exc}") from exc
 
 
-def content_version(model_bytes: bytes, card: ModelCard) -> str:
-    """The card version: 12 hex chars of sha256 over the model file and the card's model content."""
+def content_version(model_bytes: bytes, card: ModelCard, *, legacy: bool = False) -> str:
+    """The card version: 12 hex chars of sha256 over the fitted model (`digest.model_digest`, the same for the
+    same data and seed) and the card's model content. `legacy`: over the file's raw bytes instead, as 0.1 versioned its
+    cards (their files still load)."""
     content = {key: value for key, value in card.to_dict().items() if key not in _UNVERSIONED}
     canonical = json.dumps(content, sort_keys=True, separators=(",", ":"), allow_nan=False)
-    digest = hashlib.sha256(model_bytes)
+    digest = hashlib.sha256(model_bytes if legacy else model_digest(model_bytes))
     digest.update(canonical.encode("utf-8"))
     return digest.hexdigest()[:12]
 

@@ -68,8 +68,11 @@ def load_model(directory: Path) -> Model:
             f"{model_path}: refusing to load untrusted types: {untrusted}; this artifact was not produced "
             "by `modellens train` or was tampered with"
         )
-    version = content_version(model_bytes, card)
-    if version != card.version:
+    try:
+        version = content_version(model_bytes, card)
+    except ValueError as exc:
+        raise ModelLoadError(f"{model_path}: {exc}") from exc
+    if version != card.version and content_version(model_bytes, card, legacy=True) != card.version:
         raise ModelLoadError(
             f"{model_path}: content hash {version} does not match the card version {card.version}; "
             "the model file or its card was changed after training"
