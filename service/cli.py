@@ -19,6 +19,9 @@ def _train(args: argparse.Namespace) -> int:
     if args.data and args.dataset:
         print("error: --dataset and --data each name the training data; give one", file=sys.stderr)
         return 2
+    if (args.features or args.drop) and not args.data:
+        print("error: --features and --drop choose columns of a CSV: they need --data", file=sys.stderr)
+        return 2
     dataset_name = args.dataset or "diabetes"
     name = args.name or (Path(args.data).stem if args.data else dataset_name)
     output = Path(args.output) if args.output else Path("models") / name
@@ -34,17 +37,27 @@ def _train(args: argparse.Namespace) -> int:
             if not args.target:
                 print("error: --data needs --target COLUMN", file=sys.stderr)
                 return 2
-            dataset = load_csv(Path(args.data), args.target, task=args.task)
+            dataset = load_csv(
+                Path(args.data),
+                args.target,
+                task=args.task,
+                features=_names(args.features),
+                drop=_names(args.drop) or (),
+            )
         else:
             dataset = load_bundled(dataset_name)
+        card = train(dataset, output=output, name=name, seed=args.seed)  # the split can refuse the data too
     except DatasetError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    card = train(dataset, output=output, name=name, seed=args.seed)
     metrics = ", ".join(f"{key}={value:.4f}" for key, value in card.metrics.items())
     print(f"trained {card.name} version {card.version} ({card.task}, {len(card.features)} features) -> {output}")
     print(f"holdout: {metrics}; training took {card.training_duration_seconds:.3f}s")
     return 0
+
+
+def _names(option: str | None) -> list[str] | None:
+    return None if option is None else [name.strip() for name in option.split(",") if name.strip()]
 
 
 def _profile(args: argparse.Namespace) -> int:
@@ -128,6 +141,9 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--data", help="a CSV file of your own (needs --target)")
     train.add_argument("--target", help="the CSV column to predict")
     train.add_argument("--task", choices=("regression", "classification"), help="default: inferred from the target")
+    columns = train.add_mutually_exclusive_group()
+    columns.add_argument("--features", help="comma-separated CSV columns to train on (default: all but the target)")
+    columns.add_argument("--drop", help="comma-separated CSV columns that are not features: ids, leaks (default: none)")
     train.add_argument("--name", help="model name (default: the dataset or file name)")
     train.add_argument("--output", help="model directory (default: models/<name>)")
     train.add_argument("--seed", type=int, default=0, help="seed of the holdout split and the estimator (default: 0)")

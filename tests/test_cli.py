@@ -50,6 +50,27 @@ class TestTrain:
         assert main(["train", "--data", str(tmp_path / "x.csv")]) == 2
         assert "--target" in capsys.readouterr().err
 
+    def test_columns_to_train_on_or_to_drop(self, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        data = tmp_path / "customers.csv"
+        rows = [f"{i},{i % 7},{(i * 3) % 11},{i % 2},{i % 7 + (i * 3) % 11}" for i in range(60)]
+        data.write_text("customer_id,visits,spend,leak,revenue\n" + "\n".join(rows) + "\n")
+        base = ["train", "--data", str(data), "--target", "revenue", "--task", "regression"]
+        assert main([*base, "--drop", "customer_id, leak", "--output", str(tmp_path / "a")]) == 0
+        assert ModelCard.load(tmp_path / "a").feature_names == ("visits", "spend")
+        assert main([*base, "--features", "spend", "--output", str(tmp_path / "b")]) == 0
+        assert ModelCard.load(tmp_path / "b").feature_names == ("spend",)
+        capsys.readouterr()
+        assert main([*base, "--drop", "customer_ids", "--output", str(tmp_path / "c")]) == 2
+        assert "--drop names columns it lacks: ['customer_ids']" in capsys.readouterr().err
+        assert main([*base, "--features", "revenue", "--output", str(tmp_path / "d")]) == 2
+        assert "--features names the target column 'revenue'" in capsys.readouterr().err
+        assert main(["train", "--dataset", "wine", "--drop", "x", "--output", str(tmp_path / "e")]) == 2
+        assert "they need --data" in capsys.readouterr().err
+        assert not any((tmp_path / name).exists() for name in "cde")
+        # A target of a few integers reads as classes; one with a single row cannot be split: a message, no trace.
+        assert main(["train", "--data", str(data), "--target", "revenue", "--output", str(tmp_path / "f")]) == 2
+        assert "a stratified split needs two" in capsys.readouterr().err
+
     def test_train_csv_errors_are_messages(self, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
         assert main(["train", "--data", str(tmp_path / "absent.csv"), "--target", "y"]) == 2
         assert "error:" in capsys.readouterr().err

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, get_args
@@ -77,8 +77,30 @@ def load_bundled(name: str) -> Dataset:
     return Dataset(f"sklearn:{name}", frame, target, "classification", "target", _class_names(target))
 
 
-def load_csv(path: Path, target: str, task: Task | None = None) -> Dataset:
-    """A CSV file with a header row; `task` is inferred from the target column when None."""
+def _check_columns(
+    path: Path, raw: pd.DataFrame, target: str, features: Sequence[str] | None, drop: Sequence[str]
+) -> None:
+    for option, names in (("--features", features or ()), ("--drop", drop)):
+        unknown = [name for name in names if name not in raw.columns]
+        if unknown:
+            raise DatasetError(f"{path}: {option} names columns it lacks: {unknown}; available: {list(raw.columns)}")
+        if target in names:
+            raise DatasetError(f"{path}: {option} names the target column {target!r}")
+
+
+def load_csv(
+    path: Path,
+    target: str,
+    task: Task | None = None,
+    *,
+    features: Sequence[str] | None = None,
+    drop: Sequence[str] = (),
+) -> Dataset:
+    """A CSV file with a header row; `task` is inferred from the target column when None.
+
+    The features are every column but the target, or only `features`, less `drop` (ids, columns that leak the
+    target). A column named there that the file lacks, or the target among them, is an error naming it.
+    """
     path = Path(path)
     if not path.is_file():
         raise DatasetError(f"{path}: no such file")
@@ -97,13 +119,15 @@ def load_csv(path: Path, target: str, task: Task | None = None) -> Dataset:
     labels = raw[target]
     if labels.isna().any():
         raise DatasetError(f"{path}: target column {target!r} has {int(labels.isna().sum())} missing values")
-    features = raw.drop(columns=[target])
-    if features.columns.empty:
+    _check_columns(path, raw, target, features, drop)
+    chosen = [column for column in raw.columns if column != target] if features is None else list(features)
+    inputs = raw[[column for column in chosen if column not in set(drop)]]
+    if inputs.columns.empty:
         raise DatasetError(f"{path}: no feature columns besides the target {target!r}")
     if task is not None and task not in get_args(Task):
         raise DatasetError(f"task must be one of {get_args(Task)}, got {task!r}")
     task = task or _infer_task(labels)
-    frame = pd.DataFrame({column: _convert(features[column]) for column in features.columns})
+    frame = pd.DataFrame({column: _convert(inputs[column]) for column in inputs.columns})
     name = f"csv:{path.name}"
     if task == "regression":
         if is_bool_dtype(labels) or not is_numeric_dtype(labels):
