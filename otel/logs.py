@@ -40,7 +40,7 @@ from structlog.typing import EventDict, Processor, WrappedLogger
 from otel import _sdk
 from otel.environment import BatchSettings
 
-__all__ = ["OTelBridgeHandler", "add_trace_context", "configure_logging", "flush_logs", "setup_logs"]
+__all__ = ["LOG_FORMATS", "OTelBridgeHandler", "add_trace_context", "configure_logging", "flush_logs", "setup_logs"]
 
 # Keys that structlog adds for the console line but that an OTel log record carries natively (severity, time,
 # trace context, logger name) or that are the body itself.
@@ -303,6 +303,18 @@ def _render(event_dict: Any, **kwargs: Any) -> str:
         return json.dumps(event_dict, **kwargs)
 
 
+LOG_FORMATS = ("json", "console", "auto")
+
+
+def _renderer(log_format: str, stream: IO[str]) -> Processor:
+    if log_format not in LOG_FORMATS:
+        raise ValueError(f"log format must be one of {', '.join(LOG_FORMATS)}, got {log_format!r}")
+    terminal = hasattr(stream, "isatty") and stream.isatty()
+    if log_format == "console" or (log_format == "auto" and terminal):
+        return structlog.dev.ConsoleRenderer(colors=terminal, exception_formatter=structlog.dev.plain_traceback)
+    return structlog.processors.JSONRenderer(serializer=_render)
+
+
 def _logger_factory(*args: Any) -> _Logger:
     return _Logger(str(args[0]) if args else "")
 
@@ -351,8 +363,12 @@ def configure_logging(
     level: int | str = logging.INFO,
     stream: IO[str] | None = None,
     flush_interval: float = 0.0,
+    log_format: str = "json",
 ) -> None:
     """Configure structlog and the root logger: JSON to `stream` (stdout), and to OTel when a provider is given.
+
+    `log_format`: `json` (one object per line, for collectors), `console` (aligned, human-readable lines, colored
+    on a terminal) or `auto` (console when `stream` is a terminal, else JSON). The OTel records are the same.
 
     With `flush_interval` > 0 (seconds), INFO and DEBUG lines are written by a background thread every interval
     instead of one system call each; WARNING and above are still written at once (see `_Sink`).
@@ -360,6 +376,7 @@ def configure_logging(
     Process-global, so call it once at process start (gunicorn `post_fork`, the CLI) — never at import time.
     """
     stream = stream or sys.stdout
+    renderer = _renderer(log_format, stream)
     numeric_level = level if isinstance(level, int) else _LEVELS.get(level.upper(), logging.INFO)
     bridge = OTelBridgeHandler(logger_provider=logger_provider) if logger_provider is not None else None
     _SINK.reconfigure(stream, bridge, flush_interval)
@@ -367,7 +384,7 @@ def configure_logging(
         processors=[
             _Annotate(),  # context, level, trace ids, timestamp, logger name; then the OTel record
             structlog.processors.format_exc_info,
-            structlog.processors.JSONRenderer(serializer=_render),
+            renderer,
         ],
         logger_factory=_logger_factory,
         wrapper_class=structlog.make_filtering_bound_logger(numeric_level),
@@ -388,7 +405,7 @@ def configure_logging(
             processors=[
                 structlog.stdlib.ProcessorFormatter.remove_processors_meta,
                 structlog.processors.format_exc_info,
-                structlog.processors.JSONRenderer(serializer=_render),
+                renderer,
             ],
         )
     )

@@ -158,7 +158,13 @@ def _wants_otlp(env: Mapping[str, str], signal: str) -> bool:
     return bool(env.get("OTEL_EXPORTER_OTLP_ENDPOINT") or env.get(f"OTEL_EXPORTER_OTLP_{signal}_ENDPOINT"))
 
 
-def install(telemetry: Telemetry, *, log_level: int | str = logging.INFO, log_flush_interval: float = 0.0) -> None:
+def install(
+    telemetry: Telemetry,
+    *,
+    log_level: int | str = logging.INFO,
+    log_flush_interval: float = 0.0,
+    log_format: str = "json",
+) -> None:
     """Make `telemetry` the process's global providers and configure logging. Once per process, at start-up."""
     global _installed
     if _installed is not None:
@@ -167,7 +173,9 @@ def install(telemetry: Telemetry, *, log_level: int | str = logging.INFO, log_fl
     metrics.set_meter_provider(telemetry.meter_provider)
     if telemetry.logger_provider is not None:
         set_logger_provider(telemetry.logger_provider)
-    configure_logging(telemetry.logger_provider, level=log_level, flush_interval=log_flush_interval)
+    configure_logging(
+        telemetry.logger_provider, level=log_level, flush_interval=log_flush_interval, log_format=log_format
+    )
     _installed = telemetry
 
 

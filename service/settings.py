@@ -32,6 +32,7 @@ class Settings:
     environment: str = "local"  # deployment.environment.name, unless OTEL_RESOURCE_ATTRIBUTES says otherwise
     service_name: str = "modellens"  # service.name, unless OTEL_SERVICE_NAME says otherwise
     log_level: str = "INFO"
+    log_format: str = "auto"  # json | console | auto (console on a terminal, JSON otherwise: containers, pipes)
     log_flush_seconds: float = 0.05  # INFO lines reach stdout in batches this often; 0: each line at once
     max_batch: int = 1000  # rows per /predict request
     max_body_bytes: int = 2 * 1024 * 1024
@@ -77,6 +78,8 @@ class Settings:
         for name in ("fault_latency_probability", "fault_error_rate"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise SettingsError(f"{_PREFIX}{name.upper()} must be between 0 and 1, got {getattr(self, name)}")
+        if self.log_format not in ("json", "console", "auto"):
+            raise SettingsError(f"{_PREFIX}LOG_FORMAT must be json, console or auto, got {self.log_format!r}")
         if self.prediction_log_durability not in DURABILITY:
             raise SettingsError(
                 f"{_PREFIX}PREDICTION_LOG_DURABILITY must be one of {', '.join(DURABILITY)},"

@@ -277,3 +277,40 @@ class TestConsoleLines:
         assert line["ratio"] == 0.1
         assert line["text"] == 'é\n"q"'
         assert console.getvalue().count("\n") == 1  # one line
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+class TestFormats:
+    """`json` for collectors, `console` for a person at a terminal, `auto` choosing by whether the stream is one."""
+
+    def test_console_lines_are_for_reading(self) -> None:
+        console = io.StringIO()
+        configure_logging(None, stream=console, log_format="console")
+        structlog.get_logger("service").warning("slow backend", seconds=2.5)
+        line = console.getvalue()
+        assert not line.startswith("{")
+        assert "slow backend" in line and "seconds=2.5" in line and "warning" in line
+        assert "\x1b[" not in line  # no color codes into a file
+
+    def test_auto_is_console_on_a_terminal_and_json_elsewhere(self) -> None:
+        terminal, pipe = _Terminal(), io.StringIO()
+        configure_logging(None, stream=terminal, log_format="auto")
+        structlog.get_logger("service").info("hello", n=1)
+        assert "hello" in terminal.getvalue() and not terminal.getvalue().startswith("{")
+        configure_logging(None, stream=pipe, log_format="auto")
+        structlog.get_logger("service").info("hello", n=1)
+        assert json.loads(pipe.getvalue())["n"] == 1
+
+    def test_a_library_line_follows_the_format(self) -> None:
+        console = io.StringIO()
+        configure_logging(None, stream=console, log_format="console")
+        logging.getLogger("gunicorn.error").warning("Worker timeout")
+        assert "Worker timeout" in console.getvalue() and not console.getvalue().startswith("{")
+
+    def test_an_unknown_format_is_refused(self) -> None:
+        with pytest.raises(ValueError, match="log format must be one of json, console, auto"):
+            configure_logging(None, stream=io.StringIO(), log_format="yaml")

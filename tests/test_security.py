@@ -65,9 +65,10 @@ class TestLimitsByDefault:
             ("MODELLENS_PREDICTION_LOG_DURABILITY", "sometimes"),
             ("MODELLENS_PREDICTION_LOG_COMMIT_WAIT", "0"),
             ("MODELLENS_PREDICTION_LOG_QUEUE", "0"),
+            ("MODELLENS_LOG_FORMAT", "yaml"),
         ],
     )
-    def test_the_prediction_log_bounds_are_checked_by_name(self, variable: str, value: str) -> None:
+    def test_bad_values_are_refused_by_name(self, variable: str, value: str) -> None:
         with pytest.raises(SettingsError, match=variable):
             Settings.from_env({variable: value})
 

@@ -30,7 +30,7 @@ accesslog = None  # the app writes its own structured access log, with trace ids
 
 def on_starting(server: Any) -> None:
     """The master's own lines (listening, booting workers, signals) as JSON on stdout, like everything else."""
-    configure_logging(None, level=_settings.log_level)
+    configure_logging(None, level=_settings.log_level, log_format=_settings.log_format)
     _route_gunicorn_logs()
 
 
@@ -45,7 +45,12 @@ def post_fork(server: Any, worker: Any) -> None:
     telemetry = Telemetry.from_env(
         service_name=_settings.service_name, service_version=__version__, environment=_settings.environment
     )
-    install(telemetry, log_level=_settings.log_level, log_flush_interval=_settings.log_flush_seconds)
+    install(
+        telemetry,
+        log_level=_settings.log_level,
+        log_flush_interval=_settings.log_flush_seconds,
+        log_format=_settings.log_format,
+    )
     _route_gunicorn_logs()
 
 
