@@ -50,6 +50,7 @@ class Settings:
     prediction_log_durability: str = "commit"
     prediction_log_commit_wait: float = 0.25  # past it (or while the log fails) the 200 says "queued"
     prediction_log_queue: int = 10_000  # rows waiting for the writer; beyond it predictions are served, not logged
+    auth_tokens_file: Path | None = None  # bearer tokens for /predict and /feedback, one per line; unset: open
     faults: bool = False  # MODELLENS_FAULTS=1 enables fault injection (rehearsals only)
     fault_stage: str = "feature_lookup"
     fault_latency_probability: float = 0.0

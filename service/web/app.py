@@ -24,7 +24,7 @@ from service.monitoring.monitor import ModelMonitor
 from service.monitoring.shadow import ShadowScorer
 from service.rehearsal.faults import FAULT_HEADER, FaultInjector, FaultPlan, InjectedFault
 from service.settings import Settings
-from service.web import feedback_routes, monitoring_routes, openapi, routes
+from service.web import auth, feedback_routes, monitoring_routes, openapi, routes
 from service.web.problems import Problem, register_error_handlers
 
 __all__ = ["create_app"]
@@ -60,6 +60,8 @@ def create_app(
     register_error_handlers(app)
     app.register_blueprint(routes.blueprint)
     app.register_blueprint(openapi.blueprint)
+    if settings.auth_tokens_file is not None:
+        auth.require_tokens(app, auth.load_tokens(settings.auth_tokens_file))
 
     # The components of the features that are on, each built once; then their hooks, in the order they run.
     monitor = _monitor(settings, model, meter)

@@ -80,6 +80,14 @@ def build_document(card: ModelCard, settings: Settings, *, feedback: bool = True
     }
     if feedback:
         paths["/feedback"] = {"post": _feedback(card, settings)}
+    security: dict[str, Any] = {}
+    if settings.auth_tokens_file is not None:  # the writes need a bearer token (service/web/auth.py)
+        security = {"bearer": {"type": "http", "scheme": "bearer"}}
+        for path in ("/predict", "/feedback"):
+            if path in paths:
+                operation = paths[path]["post"]
+                operation["security"] = [{"bearer": []}]
+                operation["responses"]["401"] = _problem_ref("No valid `Authorization: Bearer` token.")
     return {
         "openapi": "3.1.0",
         "info": {
@@ -95,6 +103,7 @@ def build_document(card: ModelCard, settings: Settings, *, feedback: bool = True
         },
         "paths": paths,
         "components": {
+            **({"securitySchemes": security} if security else {}),
             "schemas": {
                 "Instance": _instance_schema(card),
                 "Monitoring": _monitoring_schema(card),
