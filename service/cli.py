@@ -202,6 +202,11 @@ def _parser() -> argparse.ArgumentParser:
     loadgen.add_argument(
         "--seed", type=int, help="seed of the generated rows and timing (default: a fresh one each run)"
     )
+    loadgen.add_argument(
+        "--token-file",
+        help="send the file's first token as a bearer token, for a service with MODELLENS_AUTH_TOKENS_FILE "
+        "(default: none)",
+    )
     loadgen.add_argument("--json", action="store_true", help="print the summary as JSON")
     loadgen.add_argument("--quiet", action="store_true", help="no progress lines")
     loadgen.set_defaults(handler=_loadgen)

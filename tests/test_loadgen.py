@@ -170,3 +170,25 @@ def test_feedback_scenario_produces_realized_performance(service: tuple[str, Ser
     realized = requests.get(f"{url}/monitoring", timeout=10).json()["realized_performance"]
     assert realized["labels"] == summary["feedback"]["accepted"]
     assert realized["mae"] > 0
+
+
+@pytest.mark.slow
+def test_a_token_file_lets_loadgen_through_a_secured_service(
+    regression_model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    tokens = tmp_path / "tokens"
+    tokens.write_text("# loadgen\n" + "t" * 32 + "\n")
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    run = ["loadgen", "--url", url, "--scenario", "steady,feedback", "--rate", "10", "--duration", "2"]
+    run += ["--feedback-delay", "0.2", "--json", "--quiet"]
+    with serve(regression_model_dir, port, None, MODELLENS_AUTH_TOKENS_FILE=str(tokens)):
+        assert main(run[:-2]) == 0  # the human summary says what is missing
+        assert "pass --token-file" in capsys.readouterr().out
+        assert main(run) == 0
+        refused = json.loads(capsys.readouterr().out)
+        assert main([*run, "--token-file", str(tokens)]) == 0
+        allowed = json.loads(capsys.readouterr().out)
+    assert set(refused["by_status"]) == {"401"}
+    assert set(allowed["by_status"]) == {"200"} and allowed["ok"] > 10
+    assert allowed["feedback"].get("accepted", 0) > 0, allowed["feedback"]

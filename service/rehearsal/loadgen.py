@@ -15,6 +15,7 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import IO, Any
 
 import numpy as np
@@ -42,6 +43,7 @@ class Options:
     label_noise: float = 0.1
     concurrency: int = 8
     timeout: float = 10.0
+    token: str | None = field(default=None, repr=False)  # sent as a bearer token when the service requires one
 
 
 @dataclass
@@ -91,6 +93,8 @@ class Summary:
             f"{data['ok']} ok, {data['errors']} errors {data['by_status']}",
             "latency ms: " + ", ".join(f"{k} {v}" for k, v in data["latency_ms"].items()),
         ]
+        if self.statuses.get("401"):
+            lines.append("401: the service requires a bearer token; pass --token-file (MODELLENS_AUTH_TOKENS_FILE)")
         if self.bad_sent:
             lines.append(f"bad input sent (expected rejections except out_of_range): {dict(self.bad_sent)}")
         if self.spikes_sent:
@@ -143,6 +147,8 @@ class LoadGenerator:
         if session is None:
             session = requests.Session()
             session.trust_env = False  # loopback and compose-network traffic only; never through a proxy
+            if self.options.token:
+                session.headers["Authorization"] = f"Bearer {self.options.token}"
             self._local.session = session
         return session
 
@@ -319,6 +325,18 @@ class LoadGenerator:
         )
 
 
+def _read_token(path: str) -> str:
+    """The first token in a tokens file (the format the service reads: one per line, `#` comments)."""
+    try:
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as error:
+        raise ValueError(f"cannot read the token file {path}: {error}") from error
+    for line in lines:
+        if line.strip() and not line.strip().startswith("#"):
+            return line.strip()
+    raise ValueError(f"the token file {path} holds no token")
+
+
 def main_from_args(args: Any) -> int:
     """The CLI entry (see service/cli.py for the flags)."""
     try:
@@ -337,6 +355,7 @@ def main_from_args(args: Any) -> int:
             feedback_delay=args.feedback_delay,
             label_noise=args.label_noise,
             concurrency=args.concurrency,
+            token=_read_token(args.token_file) if args.token_file else None,
         )
         generator = LoadGenerator(
             args.url, phases, args.rate, options, seed=args.seed, progress=None if args.quiet else sys.stderr
