@@ -26,6 +26,7 @@ Task = Literal["regression", "classification"]
 # Card fields that describe one training run rather than the model: left out of the version hash.
 _UNVERSIONED = frozenset({"version", "trained_at", "training_duration_seconds"})
 _VERSION = re.compile(r"[0-9a-f]{12}")
+_INTEGER = re.compile(r"-?[0-9]+")  # a class label written for an integer target
 
 
 @dataclass(frozen=True)
@@ -89,6 +90,12 @@ class ModelCard:
     def feature_names(self) -> tuple[str, ...]:
         """Feature names in the order the model expects its input columns."""
         return tuple(spec.name for spec in self.features)
+
+    @property
+    def integer_classes(self) -> tuple[int, ...]:
+        """The class labels that are integers (`train` writes a 0/1 target's classes as "0", "1"): a label may
+        also be sent as the JSON integer."""
+        return tuple(int(label) for label in self.classes if _INTEGER.fullmatch(label))
 
     def feature(self, name: str) -> FeatureSpec:
         """The spec of the feature called `name` (KeyError if there is none)."""

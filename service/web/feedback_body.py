@@ -18,7 +18,6 @@ MAX_IDS_IN_RESPONSE = 100
 _KEY = "feedback"
 _MEMBERS = ("prediction_id", "actual")
 _PREDICTION_ID = re.compile(r"[0-9a-fA-F]{32}")
-_INTEGER = re.compile(r"-?[0-9]+")  # a class label `train` wrote for an integer target
 _MAX_ERRORS = 1000
 _CLASSES_IN_REASON = 10
 
@@ -116,8 +115,7 @@ def _check_number(value: Any, card: ModelCard, classes: frozenset[str]) -> str |
 
 def _check_class(value: Any, card: ModelCard, classes: frozenset[str]) -> str | None:
     # An integer is accepted for a model trained on integer labels (0/1): its card stores them as strings.
-    integer_labels = type(value) is int and any(_INTEGER.fullmatch(label) for label in classes)
-    if type(value) is not str and not integer_labels:
+    if type(value) is not str and not (type(value) is int and card.integer_classes):
         return f"expected a class label (a string, or an integer the model was trained on), got {json_type(value)}"
     if str(value) in classes:
         return None

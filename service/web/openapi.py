@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 from flask import Blueprint, Response, current_app, jsonify
@@ -206,9 +205,8 @@ def _prediction_schema(card: ModelCard, *, label: bool = False) -> dict[str, Any
     """A prediction, or (`label`) a ground-truth label, whose magnitude the service bounds."""
     if card.task == "classification":
         labels: dict[str, Any] = {"type": "string", "enum": list(card.classes)}
-        integers = [int(name) for name in card.classes if re.fullmatch(r"-?[0-9]+", name)]
-        if label and integers:  # a label may also be sent as the integer the model was trained on
-            return {"oneOf": [labels, {"type": "integer", "enum": integers}]}
+        if label and card.integer_classes:  # a label may also be sent as the integer the model was trained on
+            return {"oneOf": [labels, {"type": "integer", "enum": list(card.integer_classes)}]}
         return labels
     if label:
         return {"type": "number", "minimum": -MAX_MAGNITUDE, "maximum": MAX_MAGNITUDE}
