@@ -105,7 +105,15 @@ def _positive_int(text: str) -> int:
 
 def _loadgen(args: argparse.Namespace) -> int:
     from service.rehearsal.loadgen import main_from_args
+    from service.web.auth import AuthError, read_tokens
 
+    args.token = None
+    if args.token_file:
+        try:
+            args.token = read_tokens(Path(args.token_file))[0]  # the same file format the service reads
+        except AuthError as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 2
     return main_from_args(args)
 
 

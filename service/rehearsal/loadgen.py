@@ -15,7 +15,6 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import IO, Any
 
 import numpy as np
@@ -325,18 +324,6 @@ class LoadGenerator:
         )
 
 
-def _read_token(path: str) -> str:
-    """The first token in a tokens file (the format the service reads: one per line, `#` comments)."""
-    try:
-        lines = Path(path).read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError) as error:
-        raise ValueError(f"cannot read the token file {path}: {error}") from error
-    for line in lines:
-        if line.strip() and not line.strip().startswith("#"):
-            return line.strip()
-    raise ValueError(f"the token file {path} holds no token")
-
-
 def main_from_args(args: Any) -> int:
     """The CLI entry (see service/cli.py for the flags)."""
     try:
@@ -355,7 +342,7 @@ def main_from_args(args: Any) -> int:
             feedback_delay=args.feedback_delay,
             label_noise=args.label_noise,
             concurrency=args.concurrency,
-            token=_read_token(args.token_file) if args.token_file else None,
+            token=args.token,  # read from --token-file by the CLI (service.web.auth.read_tokens)
         )
         generator = LoadGenerator(
             args.url, phases, args.rate, options, seed=args.seed, progress=None if args.quiet else sys.stderr

@@ -16,7 +16,7 @@ from flask import Flask, request
 
 from service.web.problems import Problem
 
-__all__ = ["MIN_TOKEN_LENGTH", "PROTECTED_ENDPOINTS", "AuthError", "load_tokens", "require_tokens"]
+__all__ = ["MIN_TOKEN_LENGTH", "PROTECTED_ENDPOINTS", "AuthError", "load_tokens", "read_tokens", "require_tokens"]
 
 MIN_TOKEN_LENGTH = 16  # characters; a shorter token is refused at start-up (`openssl rand -hex 32` makes 64)
 PROTECTED_ENDPOINTS = frozenset({"api.predict", "feedback.feedback"})
@@ -27,7 +27,12 @@ class AuthError(ValueError):
 
 
 def load_tokens(path: Path) -> frozenset[bytes]:
-    """The SHA-256 digests of the tokens in `path`."""
+    """The SHA-256 digests of the tokens in `path`: what the service compares against."""
+    return frozenset(hashlib.sha256(token.encode()).digest() for token in read_tokens(path))
+
+
+def read_tokens(path: Path) -> list[str]:
+    """The tokens in `path`, in order (a client such as `modellens loadgen` sends the first)."""
     try:
         lines = Path(path).read_text(encoding="utf-8").splitlines()
     except (OSError, UnicodeDecodeError) as error:
@@ -38,7 +43,7 @@ def load_tokens(path: Path) -> frozenset[bytes]:
     short = [number for number, token in enumerate(tokens, 1) if len(token) < MIN_TOKEN_LENGTH]
     if short:
         raise AuthError(f"the tokens file {path}: token(s) {short} shorter than {MIN_TOKEN_LENGTH} characters")
-    return frozenset(hashlib.sha256(token.encode()).digest() for token in tokens)
+    return tokens
 
 
 def require_tokens(app: Flask, digests: frozenset[bytes]) -> None:
