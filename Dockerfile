@@ -22,11 +22,12 @@ ENV PATH=/opt/venv/bin:$PATH
 WORKDIR /src
 
 # Dependencies first, from pyproject.toml alone (with empty packages so the project metadata resolves): this layer
-# is rebuilt only when the dependencies change, not on every source edit.
+# is rebuilt only when the dependencies change, not on every source edit. The `postgresql` extra (psycopg with its
+# own libpq) lets the same image write a PostgreSQL prediction log shared by replicas.
 COPY pyproject.toml ./
 RUN mkdir service otel \
     && touch service/__init__.py otel/__init__.py \
-    && pip install . \
+    && pip install '.[postgresql]' \
     && pip uninstall --yes modellens
 
 # The package itself (no dependency resolution: they are all installed above). `README.m[d]` copies the README

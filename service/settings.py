@@ -42,7 +42,10 @@ class Settings:
     shadow_model_dir: Path | None = None  # a challenger model scored off the request path
     shadow_workers: int = 1
     shadow_queue: int = 32  # requests waiting for the challenger; beyond this they are skipped and counted
-    prediction_log: str = ""  # SQLite path; empty: <model_dir>/predictions.sqlite3; "off": no log, no /feedback
+    # A SQLite path, or a postgresql:// URL (shared by replicas; may hold a password: kept out of repr);
+    # empty: <model_dir>/predictions.sqlite3; "off": no log, no /feedback.
+    prediction_log: str = dataclasses.field(default="", repr=False)
+    prediction_log_password_file: Path | None = None  # the PostgreSQL password, alone in a file (a mounted secret)
     prediction_log_retention_seconds: float = 30 * 86400.0  # predictions older than this are purged
     prediction_log_max_rows: int = 5_000_000  # and the oldest beyond this many rows
     # commit: a 200 waits (at most prediction_log_commit_wait s) for its rows' commit, which survives a killed
@@ -97,10 +100,20 @@ class Settings:
             raise SettingsError(f"{_PREFIX}PORT must be at most 65535, got {self.port}")
 
     @property
-    def prediction_log_path(self) -> Path | None:
-        if self.prediction_log.strip().lower() == "off":
+    def prediction_log_location(self) -> Path | str | None:
+        """The SQLite file, or the PostgreSQL URL (a str), of the prediction log; None when it is off."""
+        value = self.prediction_log.strip()
+        if value.lower() == "off":
             return None
-        return Path(self.prediction_log) if self.prediction_log else self.model_dir / "predictions.sqlite3"
+        if value.lower().startswith(("postgresql://", "postgres://")):
+            return value
+        return Path(value) if value else self.model_dir / "predictions.sqlite3"
+
+    @property
+    def prediction_log_path(self) -> Path | None:
+        """The SQLite file of the prediction log; None when it is off or in PostgreSQL."""
+        location = self.prediction_log_location
+        return location if isinstance(location, Path) else None
 
     @functools.cached_property  # read on every request; a frozen dataclass still has an instance __dict__
     def slice_features(self) -> tuple[str, ...]:

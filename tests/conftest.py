@@ -26,6 +26,7 @@ from service.artifact.training import train
 from service.settings import Settings
 from service.web.app import create_app
 from tests.support.logging_state import restored_logging
+from tests.support.postgres import PostgresServer
 
 
 # --- models ---------------------------------------------------------------------------------------------------
@@ -115,3 +116,16 @@ def app(settings: Settings, telemetry: InMemoryTelemetry) -> Iterator[Flask]:
 @pytest.fixture
 def client(app: Flask) -> FlaskClient:
     return app.test_client()
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresServer]:
+    """A real PostgreSQL cluster, one per test worker process, started when a test first asks for it."""
+    with PostgresServer() as server:
+        yield server
+
+
+@pytest.fixture
+def postgres_url(postgres: PostgresServer) -> str:
+    """A URL (with the run's password) of a new, empty database on that cluster."""
+    return postgres.url(postgres.create_database())

@@ -157,7 +157,7 @@ class TestAcrossRestarts:
 
 
 # --- the log in trouble, through a real gunicorn --------------------------------------------------------------
-def _metric(http: requests.Session, url: str, name: str, **labels: str) -> float:
+def metric(http: requests.Session, url: str, name: str, **labels: str) -> float:
     """One sample of the service's own /metrics (Prometheus text), by name and labels."""
     for family in text_string_to_metric_families(http.get(f"{url}/metrics", timeout=10).text):
         for sample in family.samples:
@@ -166,7 +166,7 @@ def _metric(http: requests.Session, url: str, name: str, **labels: str) -> float
     raise AssertionError(f"{name}{labels} not in /metrics")
 
 
-def _until(condition: Callable[[], bool], seconds: float) -> bool:
+def until(condition: Callable[[], bool], seconds: float) -> bool:
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         if condition():
@@ -175,7 +175,7 @@ def _until(condition: Callable[[], bool], seconds: float) -> bool:
     return condition()
 
 
-def _unknown(http: requests.Session, url: str, ids: list[str], actual: float = 1.0) -> list[str]:
+def unknown_ids(http: requests.Session, url: str, ids: list[str], actual: float = 1.0) -> list[str]:
     """Send a label for each id; the ids the log does not know (in requests small enough to list them all)."""
     unknown: list[str] = []
     for start in range(0, len(ids), MAX_IDS_IN_RESPONSE):
@@ -217,11 +217,11 @@ class TestFullDisk:
             assert outcomes["dropped"] and outcomes["queued"], {k: len(v) for k, v in outcomes.items()}
             assert len(outcomes["queued"]) <= 100  # the queue's bound, in rows
             assert http.get(f"{url}/readyz", timeout=5).status_code == 200  # the model still serves
-            assert _metric(http, url, "prediction_log_failing") == 1
-            assert _metric(http, url, "prediction_log_queue_depth") == len(outcomes["queued"])
-            dropped = _metric(http, url, "prediction_log_dropped_total", reason="queue_full", record="prediction")
+            assert metric(http, url, "prediction_log_failing") == 1
+            assert metric(http, url, "prediction_log_queue_depth") == len(outcomes["queued"])
+            dropped = metric(http, url, "prediction_log_dropped_total", reason="queue_full", record="prediction")
             assert dropped == len(outcomes["dropped"])
-            assert _metric(http, url, "prediction_log_write_errors_total") >= 1
+            assert metric(http, url, "prediction_log_write_errors_total") >= 1
             waiting = {"prediction_id": outcomes["queued"][0], "actual": 1.0}
             refused = http.post(f"{url}/feedback", json={"feedback": [waiting]}, timeout=10)
             assert refused.status_code == 503
@@ -229,21 +229,21 @@ class TestFullDisk:
             assert refused.json()["type"] == "urn:modellens:problem:prediction-log-unavailable"
 
             resource.prlimit(worker, resource.RLIMIT_FSIZE, (unlimited, unlimited))  # the operator made room
-            assert _until(lambda: _metric(http, url, "prediction_log_failing") == 0, 30)
-            assert _metric(http, url, "prediction_log_queue_depth") == 0
+            assert until(lambda: metric(http, url, "prediction_log_failing") == 0, 30)
+            assert metric(http, url, "prediction_log_queue_depth") == 0
             committed = http.post(f"{url}/predict", json={"instances": [row]}, timeout=10)
             assert committed.headers[LOG_HEADER] == "committed"
             kept = outcomes["committed"] + outcomes["queued"] + committed.json()["prediction_ids"]
-            assert _unknown(http, url, kept) == []  # everything answered "committed" or "queued" was written
-            assert set(_unknown(http, url, outcomes["dropped"])) == set(outcomes["dropped"])  # as the header said
+            assert unknown_ids(http, url, kept) == []  # everything answered "committed" or "queued" was written
+            assert set(unknown_ids(http, url, outcomes["dropped"])) == set(outcomes["dropped"])  # as the header said
             # The worker's stdout is a file too, so what it logged while the disk was full is lost with the rest;
             # the lines after the recovery say what happened.
-            assert _until(lambda: "prediction log accepting predictions again" in service.output(), 10)
+            assert until(lambda: "prediction log accepting predictions again" in service.output(), 10)
             resumed = [json.loads(line) for line in service.stdout_lines() if "prediction log writes resumed" in line]
             assert len(resumed) == 1 and resumed[0]["write_errors"] >= 1, resumed
 
 
-class _Burst:
+class Burst:
     """Clients posting 3-row batches until told to stop; what each acknowledged, when, and what the header said."""
 
     def __init__(self, url: str, row: dict[str, float], clients: int = 4) -> None:
@@ -252,7 +252,7 @@ class _Burst:
         self._lock = threading.Lock()
         self._threads = [threading.Thread(target=self._post, args=(url, row)) for _ in range(clients)]
 
-    def __enter__(self) -> _Burst:
+    def __enter__(self) -> Burst:
         for thread in self._threads:
             thread.start()
         return self
@@ -286,25 +286,26 @@ class TestCrashDurability:
     """`kill -9` of the worker mid-burst: by default every acknowledged prediction survives; buffered mode loses
     at most what was acknowledged in the moments before the kill."""
 
+    @pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
     @pytest.mark.parametrize("durability", ["commit", "buffered"])
-    def test_kill_9_mid_burst(self, regression_model_dir: Path, tmp_path: Path, durability: str) -> None:
+    def test_kill_9_mid_burst(
+        self, regression_model_dir: Path, tmp_path: Path, durability: str, backend: str, request: pytest.FixtureRequest
+    ) -> None:
         card = ModelCard.load(regression_model_dir)
         port = free_port()
         url = f"http://127.0.0.1:{port}"
-        env = {
-            "MODELLENS_PREDICTION_LOG": str(tmp_path / "p.sqlite3"),
-            "MODELLENS_PREDICTION_LOG_DURABILITY": durability,
-        }
+        location = str(tmp_path / "p.sqlite3") if backend == "sqlite" else request.getfixturevalue("postgres_url")
+        env = {"MODELLENS_PREDICTION_LOG": location, "MODELLENS_PREDICTION_LOG_DURABILITY": durability}
         with serve(regression_model_dir, port, None, **env) as service, requests.Session() as http:
             (worker,) = worker_pids(service.pid)
-            with _Burst(url, instance(card)) as burst:
-                assert _until(lambda: burst.count() >= 400, 60)
+            with Burst(url, instance(card)) as burst:
+                assert until(lambda: burst.count() >= 400, 60)
                 killed_at = time.monotonic()
                 os.kill(worker, signal.SIGKILL)
-            assert _until(lambda: worker_pids(service.pid) not in ([], [worker]), 30)  # gunicorn forked another
-            assert _until(lambda: _ready(http, url), 60)
+            assert until(lambda: worker_pids(service.pid) not in ([], [worker]), 30)  # gunicorn forked another
+            assert until(lambda: ready(http, url), 60)
             acknowledged = burst.acknowledged
-            lost = set(_unknown(http, url, [pid for _, ids, _ in acknowledged for pid in ids]))
+            lost = set(unknown_ids(http, url, [pid for _, ids, _ in acknowledged for pid in ids]))
         headers = {header for _, _, header in acknowledged}
         if durability == "commit":
             assert headers == {"committed"}
@@ -317,7 +318,7 @@ class TestCrashDurability:
             assert lost <= late, sorted(lost - late)[:5]
 
 
-def _ready(http: requests.Session, url: str) -> bool:
+def ready(http: requests.Session, url: str) -> bool:
     try:
         return http.get(f"{url}/readyz", timeout=2).status_code == 200
     except requests.RequestException:

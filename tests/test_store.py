@@ -22,6 +22,7 @@ from structlog.testing import capture_logs
 from service.groundtruth.ids import new_prediction_ids
 from service.groundtruth.records import FeedbackItem, PredictionRequest
 from service.groundtruth.retention import Retention
+from service.groundtruth.sqlite import SqliteDatabase
 from service.groundtruth.store import PredictionLog, PredictionLogError, PredictionLogUnavailable
 
 VERSION = "0123456789ab"
@@ -192,7 +193,7 @@ class TestBatchRequests:
             assert (stored.prediction, stored.shadow_prediction) == (index * 0.5, -float(index))
             assert stored.slices == {"sex": instances[index]["sex"]}
         assert log.stats().rows == 1000
-        assert _count(log.path, "requests") == 1
+        assert _count(Path(log.name), "requests") == 1
 
     def test_float_predictions_are_stored_exactly(self, log: PredictionLog) -> None:
         """A float array is stored as float64 bytes: the same values come back (NaN as null, like JSON)."""
@@ -444,7 +445,7 @@ class TestRetention:
         with _open(path) as unbounded:
             unbounded.record(_records(50, created_at=time.time() - 7200))
             unbounded.record(_records(1))
-        retention = Retention(path, seconds=3600, max_rows=None, chunk_rows=3, pass_rows=6)
+        retention = Retention(SqliteDatabase(path), seconds=3600, max_rows=None, chunk_rows=3, pass_rows=6)
         left = []
         with closing(sqlite3.connect(path, isolation_level=None)) as connection:
             while not retention.purge_pass(connection):

@@ -20,7 +20,9 @@ def _connect(path: Path) -> sqlite3.Connection:
 
 
 def _insert(connection: sqlite3.Connection, values: list[int]) -> None:
-    connection.executemany("INSERT INTO t VALUES (?)", [(value,) for value in values])
+    with connection:  # one transaction, rolled back if the insert fails
+        connection.execute("BEGIN IMMEDIATE")
+        connection.executemany("INSERT INTO t VALUES (?)", [(value,) for value in values])
 
 
 def _nothing_to_purge(connection: sqlite3.Connection) -> bool:
@@ -31,13 +33,14 @@ def _writer(path: Path, encode: Callable[[list[int]], list[int]] = list) -> Writ
     with closing(_connect(path)) as connection:
         connection.execute("CREATE TABLE IF NOT EXISTS t (x INTEGER)")
     return WriteBehind(
-        path,
+        str(path),
         queue_size=100,
         purge_interval=60.0,
         purge_every_rows=1000,
         encode=encode,
         write=_insert,
         purge=_nothing_to_purge,
+        errors=(sqlite3.Error,),
     )
 
 

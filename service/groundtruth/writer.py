@@ -6,21 +6,20 @@ held. `wait(ticket, timeout)` lets the caller hold its answer until its rows are
 writer commits whatever is queued as soon as anyone waits, so concurrent requests share one transaction (group
 commit), and a writer that is failing or stuck in a commit answers `wait` at once with False instead of holding
 requests. The writer thread retries a failed batch with back-off until it commits, and runs the log's purge every
-`purge_interval` seconds or after `purge_every_rows` rows. What an operation means, and how a batch turns into SQL,
-is the caller's (`encode`, `write` and `purge`); this module owns the queue, the thread and the order of commits.
+`purge_interval` seconds or after `purge_every_rows` rows. What an operation means, how a batch turns into SQL and
+which database takes it is the caller's (`encode`, `write`, `purge` and `errors`); this module owns the queue, the
+thread and the order of commits, for SQLite and PostgreSQL alike.
 """
 
 from __future__ import annotations
 
 import enum
-import sqlite3
 import threading
 import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Generic, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 import structlog
 
@@ -38,6 +37,10 @@ _WAKE_ROWS = 4096
 
 Operation = TypeVar("Operation")  # what `put` queues
 Encoded = TypeVar("Encoded")  # a batch of operations, ready to write (encoded once, however often it is retried)
+
+
+class _Closable(Protocol):
+    def close(self) -> Any: ...
 
 
 class WriterState(enum.Enum):
@@ -63,23 +66,25 @@ class WriterStats:
 class WriteBehind(Generic[Operation, Encoded]):
     """Operations queued by any thread, committed in order by one background thread.
 
-    `encode(batch)` runs once per batch on the writer thread; `write(connection, encoded)` runs inside a
-    `BEGIN IMMEDIATE` … `COMMIT` and is retried, with back-off, while SQLite reports an error; `purge(connection)`
-    runs one bounded purge pass and says whether nothing is left to purge.
+    `encode(batch)` runs once per batch on the writer thread; `write(connection, encoded)` writes it in one
+    transaction and is retried, with back-off, while it raises one of `errors` (the database's own: disk full, a
+    lock held, the server gone); `purge(connection)` runs one bounded purge pass and says whether nothing is left
+    to purge. `name` says which log this is in messages (a path, or a URL without its password).
     """
 
     def __init__(
         self,
-        path: Path,
+        name: str,
         *,
         queue_size: int,
         purge_interval: float,
         purge_every_rows: int,
         encode: Callable[[list[Operation]], Encoded],
-        write: Callable[[sqlite3.Connection, Encoded], None],
-        purge: Callable[[sqlite3.Connection], bool],
+        write: Callable[[Any, Encoded], None],
+        purge: Callable[[Any], bool],
+        errors: tuple[type[Exception], ...],
     ) -> None:
-        self._path = path  # for messages and log events
+        self._name = name  # for messages and log events
         self._queue_size = queue_size
         self._purge_interval = purge_interval
         self._purge_every_rows = purge_every_rows
@@ -87,6 +92,7 @@ class WriteBehind(Generic[Operation, Encoded]):
         self._encode = encode
         self._write = write
         self._purge = purge
+        self._errors = errors
         self._lock = threading.Lock()
         self._work = threading.Condition(self._lock)  # the writer waits here for rows
         self._done = threading.Condition(self._lock)  # flush() and wait() wait here for commits
@@ -109,17 +115,17 @@ class WriteBehind(Generic[Operation, Encoded]):
         return self._state
 
     # --- lifecycle ----------------------------------------------------------------------------------------
-    def start(self, connection: sqlite3.Connection) -> None:
+    def start(self, connection: _Closable) -> None:
         """Start the writer thread on `connection` (it closes the connection when it stops)."""
         if self._state is not WriterState.NEW:
-            raise RuntimeError(f"prediction log {self._path} is {self._state.value}; it can be opened once")
+            raise RuntimeError(f"prediction log {self._name} is {self._state.value}; it can be opened once")
         self._thread = threading.Thread(target=self._run, args=(connection,), name="prediction-log", daemon=True)
         self._state = WriterState.OPEN
         self._thread.start()
 
     def close(self, timeout: float, *, grace: float) -> bool:
         """Write everything queued and stop the thread, abandoning the queue after `timeout` (+ `grace` for the
-        SQLite call in progress). False if there was nothing to stop: never started, or closed by another call."""
+        database call in progress). False if there was nothing to stop: never started, or closed by another call."""
         with self._lock:
             if self._state in (WriterState.NEW, WriterState.CLOSING, WriterState.CLOSED):  # closing: another thread
                 self._state = WriterState.CLOSED if self._state is WriterState.NEW else self._state
@@ -132,7 +138,7 @@ class WriteBehind(Generic[Operation, Encoded]):
         if thread.is_alive():
             self._abandon.set()
             thread.join(grace)
-            _log.error("prediction log closed with unwritten rows", path=str(self._path), rows=self._pending_rows)
+            _log.error("prediction log closed with unwritten rows", path=self._name, rows=self._pending_rows)
         with self._lock:
             self._state = WriterState.CLOSED
             self._done.notify_all()
@@ -150,7 +156,7 @@ class WriteBehind(Generic[Operation, Encoded]):
                 self._refused += 1
                 return None
             if self._state is not WriterState.OPEN:
-                raise RuntimeError(f"prediction log {self._path} is not open ({self._state.value})")
+                raise RuntimeError(f"prediction log {self._name} is not open ({self._state.value})")
             if not self._queue:
                 self._oldest = time.monotonic()
             self._queue.append((operation, rows))
@@ -208,7 +214,7 @@ class WriteBehind(Generic[Operation, Encoded]):
             )
 
     # --- the writer thread --------------------------------------------------------------------------------
-    def _run(self, connection: sqlite3.Connection) -> None:
+    def _run(self, connection: Any) -> None:
         try:
             next_purge, inserted = time.monotonic(), 0  # purge first: the file may have aged while we were down
             while True:
@@ -236,7 +242,7 @@ class WriteBehind(Generic[Operation, Encoded]):
                     next_purge = time.monotonic() + (self._purge_interval if finished else 0.0)
                     inserted = 0
         except Exception:
-            _log.exception("prediction log writer failed; predictions are no longer recorded", path=str(self._path))
+            _log.exception("prediction log writer failed; predictions are no longer recorded", path=self._name)
         finally:
             connection.close()
             with self._lock:
@@ -261,35 +267,31 @@ class WriteBehind(Generic[Operation, Encoded]):
             rows += count
         return batch, rows
 
-    def _commit(self, connection: sqlite3.Connection, batch: list[Operation]) -> bool:
+    def _commit(self, connection: Any, batch: list[Operation]) -> bool:
         """Write `batch` in one transaction, retrying until it commits; False if `close` abandoned it."""
         encoded = self._encode(batch)
         delay, failed_at = 0.05, 0.0
         while True:
             try:
-                connection.execute("BEGIN IMMEDIATE")
                 self._write(connection, encoded)
-                connection.execute("COMMIT")
                 if failed_at:
                     with self._lock:
                         self._failing = False
                     _log.info(
                         "prediction log writes resumed",
-                        path=str(self._path),
+                        path=self._name,
                         outage_seconds=round(time.monotonic() - failed_at, 3),
                         write_errors=self._write_errors,
                     )
                 return True
-            except sqlite3.Error as error:
-                if connection.in_transaction:
-                    connection.execute("ROLLBACK")
+            except self._errors as error:
                 with self._lock:
                     self._write_errors += 1
                     self._failing = True
                     self._done.notify_all()  # durable waiters answer now: their rows are only queued
                 if not failed_at:  # once per outage; the count of attempts is a metric
                     failed_at = time.monotonic()
-                    _log.warning("prediction log write failed; retrying", path=str(self._path), error=str(error))
+                    _log.warning("prediction log write failed; retrying", path=self._name, error=str(error))
             if self._abandon.wait(delay):
                 return False
             delay = min(2 * delay, 1.0)

@@ -18,7 +18,7 @@ from service.artifact.profile import PROFILE_FILE, ReferenceProfile
 from service.groundtruth.health import register_log_instruments
 from service.groundtruth.ids import split_prediction_id
 from service.groundtruth.metrics import FeedbackInstruments
-from service.groundtruth.store import PredictionLog, PredictionLogError
+from service.groundtruth.store import PredictionLog, PredictionLogError, open_database
 from service.monitoring.instruments import ModelInstruments
 from service.monitoring.monitor import ModelMonitor
 from service.monitoring.shadow import ShadowScorer
@@ -166,20 +166,21 @@ def _monitor(settings: Settings, model: Model, meter: Meter) -> ModelMonitor | N
 
 
 def _prediction_log(settings: Settings) -> PredictionLog | None:
-    path = settings.prediction_log_path
-    if path is None:
+    location = settings.prediction_log_location
+    if location is None:
         return None
-    log = PredictionLog(
-        path,
-        retention_seconds=settings.prediction_log_retention_seconds,
-        max_rows=settings.prediction_log_max_rows,
-        queue_size=settings.prediction_log_queue,
-    )
     try:
+        log = PredictionLog(
+            open_database(location, password_file=settings.prediction_log_password_file),
+            retention_seconds=settings.prediction_log_retention_seconds,
+            max_rows=settings.prediction_log_max_rows,
+            queue_size=settings.prediction_log_queue,
+        )
         return log.open()
     except PredictionLogError as error:
         raise PredictionLogError(
-            f"{error}. Set MODELLENS_PREDICTION_LOG to a writable file, or to `off` to serve without /feedback"
+            f"{error}. Set MODELLENS_PREDICTION_LOG to a writable file or a reachable postgresql:// database,"
+            " or to `off` to serve without /feedback"
         ) from error
 
 
