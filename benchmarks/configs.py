@@ -45,6 +45,7 @@ class Config:
     load: str = "single"  # "single" (one row per request) or "batch" (1000 rows)
     reference: str | None = None  # ratios against this configuration, measured in the same round
     group: str = "overhead"  # "overhead", "outage" or "batch": how the report groups it
+    postgresql: bool = False  # the prediction log in a database of the run's PostgreSQL server, not SQLite
 
 
 CONFIGS: tuple[Config, ...] = (
@@ -112,6 +113,16 @@ CONFIGS: tuple[Config, ...] = (
         reference="batch-bare",
         group="batch",
     ),
+    Config(
+        "batch-full-postgresql",
+        "as batch-full, with the prediction log in PostgreSQL (a local server, fsync on, a database per run)",
+        _FULL,
+        otlp="ok",
+        load="batch",
+        reference="batch-full",
+        group="batch",
+        postgresql=True,
+    ),
 )
 
 
@@ -149,6 +160,7 @@ GOALS: tuple[Goal, ...] = (
     Goal(
         "batch path: rows/s per worker, monitoring on (batch-full)", "batch-full", "rows_per_s", ">=", 50_000, "rows/s"
     ),
+    Goal("batch path: PostgreSQL log rows/s vs the SQLite log", "batch-full-postgresql", "rps_ratio", ">=", 1.0),
     Goal("outage, refused: p99 vs healthy full", "outage-refused", "p99_ratio", "<=", 1.2),
     Goal("outage, black hole: p99 vs healthy full", "outage-blackhole", "p99_ratio", "<=", 1.2),
     Goal("outage, 503: p99 vs healthy full", "outage-503", "p99_ratio", "<=", 1.2),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,6 +31,7 @@ class Setup:
     connections: int = 8
     count_exports: bool = True  # the sink decodes exports and counts spans, points and log records
     source_dir: Path = REPO  # where service/ and otel/ are imported from (a snapshot, see `snapshot_sources`)
+    postgresql: Callable[[], str] | None = None  # a URL of a new database, for configurations that log there
 
 
 @contextlib.contextmanager
@@ -40,6 +41,10 @@ def started(config: Config, setup: Setup, run_dir: Path) -> Iterator[tuple[Serve
     with contextlib.ExitStack() as stack:
         sink = None
         env = {key: value.format(run_dir=run_dir) for key, value in config.env.items()}
+        if config.postgresql:
+            if setup.postgresql is None:
+                raise RuntimeError(f"{config.name} needs a PostgreSQL server; none was started")
+            env["MODELLENS_PREDICTION_LOG"] = setup.postgresql()
         if config.otlp == "refused":
             env["OTEL_EXPORTER_OTLP_ENDPOINT"] = f"http://127.0.0.1:{free_port()}"  # nothing listens there
         elif config.otlp is not None:

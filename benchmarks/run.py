@@ -15,6 +15,8 @@ harness works in seconds; its timings mean nothing.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import dataclasses
 import datetime as dt
 import json
 import os
@@ -36,6 +38,7 @@ from benchmarks.measure import Served, Setup, burst, serving
 from benchmarks.memory import checkpoints, measure_memory
 from benchmarks.processes import REPO, pinned, snapshot_sources, source_fingerprint
 from service.artifact.card import ModelCard
+from tests.support.postgres import PostgresServer
 
 __all__ = ["main", "prepare"]
 
@@ -179,6 +182,24 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     git_at_start, machine = _git(), procstat.machine()
     setup = prepare(workdir, pin=not args.no_pin)
     configs = _selected(args)
+    exit_stack = contextlib.ExitStack()
+    if any(config.postgresql for config in configs):
+        # Debian's PostgreSQL, as the tests run it, with fsync on: a commit costs what it costs in production.
+        # Its processes inherit the client's CPUs, so the server's core measures only the service.
+        server = exit_stack.enter_context(PostgresServer(durable=True, cpus=setup.client_cpus))
+        setup = dataclasses.replace(setup, postgresql=lambda: server.url(server.create_database()))
+    with exit_stack:
+        return _run(args, setup, configs, started_at, git_at_start, machine)
+
+
+def _run(
+    args: argparse.Namespace,
+    setup: Setup,
+    configs: list[Config],
+    started_at: dt.datetime,
+    git_at_start: dict[str, Any],
+    machine: dict[str, Any],
+) -> dict[str, Any]:
     results: dict[str, Any] = {"runs": [], "discarded": [], "micro": None, "memory": None, "exports": {}}
     placement = f"server CPUs {setup.server_cpus or 'any'}, client CPUs {setup.client_cpus or 'any'}"
     print(f"benchmark: {len(configs)} configurations × {args.rounds} rounds, {args.warmup:g} s warm-up + "

@@ -62,9 +62,10 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
     ),
 )
 # predictions: float64 bytes for a regression model's floats; predictions_json: a JSON array otherwise (`encoding`).
+# The two bytea columns go in binary (%b), as they are: text format would hex-escape every byte of the body.
 _INSERT = (
     "INSERT INTO prediction_requests (request_id, trace_id, created_at, model_name, model_version, row_count, body,"
-    " predictions, predictions_json, slices) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+    " predictions, predictions_json, slices) VALUES (%s, %s, %s, %s, %s, %s, %b, %b, %s, %s)"
     " ON CONFLICT (request_id) DO NOTHING"  # a batch retried after a commit whose answer was lost
 )
 _SHADOW = "UPDATE prediction_requests SET shadow_predictions = %s WHERE request_id = %s"

@@ -40,12 +40,13 @@ def postgres_bindir() -> Path | None:
 class PostgresServer:
     """A throw-away PostgreSQL cluster; `url(dbname)` connects to it with the run's password."""
 
-    def __init__(self, *, durable: bool = False) -> None:
+    def __init__(self, *, durable: bool = False, cpus: str | None = None) -> None:
         bindir = postgres_bindir()
         if bindir is None:
             raise RuntimeError("PostgreSQL is not installed: `make test` installs Debian's postgresql package")
         self._bindir = bindir
         self._durable = durable  # fsync on (benchmarks); tests run without it, which only risks an OS crash
+        self._cpus = cpus  # e.g. "0": the server's processes run there (`taskset`; benchmarks keep it off theirs)
         self.password = secrets.token_urlsafe(18)
         self.port = 0
         self._dir: Path | None = None
@@ -118,6 +119,8 @@ class PostgresServer:
         argv = [str(self._bindir / tool), *args]
         if self._as_postgres:
             argv = ["runuser", "-u", "postgres", "--", *argv]
+        if self._cpus is not None and shutil.which("taskset"):
+            argv = ["taskset", "-c", self._cpus, *argv]
         result = subprocess.run(argv, capture_output=True, text=True, timeout=_START_TIMEOUT + 30, check=False)
         if result.returncode != 0:
             log = self.log_text() if self._dir is not None else ""
