@@ -44,11 +44,17 @@ OWN_YAML = [
     "grafana/provisioning/datasources/datasources.yaml",
     ".yamllint",
 ]
-PUBLISHED = {"grafana", "model"}  # the only services with host ports
-BACKEND_DATA = {"prometheus": "/prometheus", "tempo": "/var/tempo", "loki": "/loki", "grafana": "/var/lib/grafana"}
+PUBLISHED = {"grafana", "lb"}  # the only services with host ports: Grafana, and the model's load balancer
+BACKEND_DATA = {
+    "prometheus": "/prometheus",
+    "tempo": "/var/tempo",
+    "loki": "/loki",
+    "grafana": "/var/lib/grafana",
+    "postgres": "/var/lib/postgresql/data",
+}
 DATASOURCE_UIDS = {"prometheus", "tempo", "loki"}
 DASHBOARD_LOOKBACK_S = 24 * 3600  # dashboards look back at most 24h; retention must cover it
-SECRET_VARIABLES = {"GRAFANA_ADMIN_PASSWORD"}
+SECRET_VARIABLES = {"GRAFANA_ADMIN_PASSWORD", "POSTGRES_PASSWORD"}
 # compose-lint findings that stay, and why (anything else fails the test).
 JUSTIFIED_FINDINGS = {
     "CL-0019": (
@@ -235,7 +241,7 @@ class TestComposeFile:
             assert set(named_volumes(spec)) <= declared, f"{name} mounts an undeclared volume"
         for name, path in BACKEND_DATA.items():
             assert path in named_volumes(services[name]).values(), f"{name} must keep {path} in a named volume"
-        assert "/var/lib/modellens" in named_volumes(services["model"]).values()
+        assert not named_volumes(services["model"]), "replicas keep no state of their own: the log is PostgreSQL"
 
     def test_services_are_hardened_and_limited(self, services: dict[str, Any]) -> None:
         for name, spec in services.items():
@@ -308,9 +314,14 @@ class TestComposeFile:
         assert environment["OTEL_EXPORTER_OTLP_ENDPOINT"] == "http://otel-collector:4318"
         assert environment["OTEL_EXPORTER_OTLP_PROTOCOL"] == "http/protobuf"
         assert int(read_env(ROOT / ".env")["MODELLENS_WORKERS"]) > 1
-        prediction_log = environment["MODELLENS_PREDICTION_LOG"]
-        assert prediction_log.startswith(named_volumes(model)["model-data"] + "/")
-        assert services["loadgen"]["command"][:3] == ["loadgen", "--url", "http://model:8000"]
+        # One prediction log for every replica, its password only in libpq's PGPASSWORD, never in the URL.
+        assert environment["MODELLENS_PREDICTION_LOG"] == "postgresql://modellens@postgres:5432/modellens"
+        assert environment["PGPASSWORD"].startswith("${POSTGRES_PASSWORD:?")
+        assert services["postgres"]["environment"]["POSTGRES_PASSWORD"].startswith("${POSTGRES_PASSWORD:?")
+        assert model["depends_on"]["postgres"] == {"condition": "service_healthy"}
+        assert int(read_env(ROOT / ".env")["MODEL_REPLICAS"]) >= 2
+        assert "ports" not in model  # reached through the load balancer only
+        assert services["loadgen"]["command"][:3] == ["loadgen", "--url", "http://lb:8080"]
         assert services["loadgen"]["image"] == model["image"]
 
     def test_compose_lint_findings_are_addressed_or_justified(self) -> None:
@@ -320,7 +331,11 @@ class TestComposeFile:
             text=True,
             check=False,
             cwd=ROOT,
-            env={"GRAFANA_ADMIN_PASSWORD": "not-a-real-password", "PATH": str(BIN) + ":/usr/bin:/bin"},
+            env={
+                "GRAFANA_ADMIN_PASSWORD": "not-a-real-password",
+                "POSTGRES_PASSWORD": "not-a-real-password",
+                "PATH": str(BIN) + ":/usr/bin:/bin",
+            },
         )
         assert result.returncode in (0, 1), result.stdout + result.stderr
         report = json.loads(result.stdout)
