@@ -28,6 +28,16 @@ $(BIN)/.dev: $(BIN)/.runtime
 	$(BIN)/python -m pip install --progress-bar off -e '.[dev]'
 	touch $@
 
+# The Kubernetes manifests' offline checks (checkov, kubernetes-validate) in a virtualenv of their own: checkov's
+# pins conflict with the test tools'. tests/test_kubernetes.py runs them from there.
+K8S_CHECKS ?= .venv-k8s
+$(K8S_CHECKS)/.installed: deploy/kubernetes/checks-requirements.txt
+	[ -x $(K8S_CHECKS)/bin/python ] || $(PYTHON) -m venv $(K8S_CHECKS)
+	@echo "Installing the Kubernetes manifest checks into $(K8S_CHECKS)..."
+	$(K8S_CHECKS)/bin/python -m pip install --quiet --upgrade pip
+	$(K8S_CHECKS)/bin/python -m pip install --progress-bar off -r deploy/kubernetes/checks-requirements.txt
+	touch $@
+
 install: $(BIN)/.runtime
 install-dev: $(BIN)/.dev
 
@@ -45,7 +55,7 @@ run: model
 # (real gunicorn, Prometheus, wrk) and the property tests at their full example count included. Two pytest-xdist
 # workers: every test that starts a process takes its own free loopback ports and temp dirs, and most of them
 # wait on sockets, so the benchmark smoke run (the longest test) overlaps the rest of the suite.
-test: install-dev system-deps
+test: install-dev system-deps $(K8S_CHECKS)/.installed
 	$(BIN)/lint-imports --no-cache
 	$(BIN)/python -m pytest -n 2
 
@@ -77,7 +87,7 @@ bench-short: install-dev system-deps
 	$(BIN)/python -m benchmarks.run --short $(BENCH_ARGS)
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info
+	rm -rf $(VENV) $(K8S_CHECKS) .pytest_cache .mypy_cache .ruff_cache *.egg-info
 
 # --- the compose stack (docs/stack.md) --------------------------------------------------------------------------
 # Compose reads .env (committed, no secrets); .env.local (copied from .env.example, never committed) adds the
