@@ -36,6 +36,7 @@ NOT_RUN = {  # first word → why a test does not run it here
     "cp": "it would edit the user's .env.local (the compose stack's secrets)",
     "open": "it opens a browser on Grafana, part of the compose stack",
     "docker": "needs a Docker engine",
+    "kubectl": "needs a Kubernetes cluster; tests/test_kubernetes.py renders and validates the manifests offline",
     "wrk": "a benchmark client; `make bench` runs it (tests/test_bench.py runs the harness)",
 }
 # A schedule or a benchmark runs for minutes: these run for this long and must still be running, without a

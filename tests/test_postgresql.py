@@ -26,6 +26,8 @@ from service.groundtruth.postgresql import MIGRATIONS
 from service.groundtruth.records import FeedbackItem, PredictionRequest
 from service.groundtruth.retention import Retention
 from service.groundtruth.store import PredictionLog, PredictionLogError, PredictionLogUnavailable, open_database
+from service.settings import Settings
+from service.web.app import create_app
 from service.web.feedback_routes import LOG_HEADER
 from tests.support.ports import free_port
 from tests.support.postgres import PostgresServer
@@ -238,6 +240,21 @@ class TestPassword:
         database = postgres.create_database()
         with _open(postgres.url(database)) as log:
             assert log.name == f"postgresql://modellens@127.0.0.1:{postgres.port}/{database}"
+
+
+class TestStartup:
+    """A database the service cannot reach stops it from starting, with a message naming where, not the password."""
+
+    def test_an_unreachable_server_names_itself_and_the_setting(self, regression_model_dir: Path) -> None:
+        closed = free_port()
+        url = f"postgresql://modellens:s3cr3t-never-shown@127.0.0.1:{closed}/modellens"
+        settings = Settings.from_env({}, model_dir=regression_model_dir, prediction_log=url)
+        with pytest.raises(PredictionLogError) as raised:
+            create_app(settings)
+        message = str(raised.value)
+        assert f"postgresql://modellens@127.0.0.1:{closed}/modellens" in message
+        assert "MODELLENS_PREDICTION_LOG" in message
+        assert "s3cr3t-never-shown" not in message and "s3cr3t-never-shown" not in repr(settings)
 
 
 class TestOutage:

@@ -96,8 +96,12 @@ _LITERAL = re.compile(
     r"""(?i)(?:password|passwd|secret|api_?key|token)\w*["']?\s*[:=]\s*(?P<q>["'])(?P<value>[^"'\s]{8,})(?P=q)"""
 )
 _CONFIG = re.compile(
-    r"""(?im)^\s*[\w.-]*(?:password|passwd|secret|api_?key|token)[\w.-]*\s*[:=][ \t]*["']?(?P<value>[^\s"'#]*)"""
+    r"""(?im)^\s*(?P<key>[\w.-]*(?:password|passwd|secret|api_?key|token)[\w.-]*)"""
+    r"""\s*[:=][ \t]*["']?(?P<value>[^\s"'#]*)"""
 )
+# Keys that name a secret, or switch one off, rather than hold one (Kubernetes manifests); `*_FILE` keys hold the
+# path of a mounted secret.
+_REFERENCES = {"secretname", "automountserviceaccounttoken"}
 _CONFIG_FILES = (".yml", ".yaml", ".ini", ".toml", ".cfg", ".conf", ".properties")
 _PLACEHOLDERS = ("not-a-", "not-the-", "example", "dummy", "fake", "placeholder", "changeme", "redacted", "<", "${")
 
@@ -125,8 +129,16 @@ def _findings(path: Path) -> list[str]:
     found = [match.group(0) for match in _SIGNATURES.finditer(text)]
     found += [m.group(0) for m in _LITERAL.finditer(text) if not _placeholder(m.group("value"))]
     if path.suffix in _CONFIG_FILES or path.name.startswith(".env"):
-        found += [m.group(0) for m in _CONFIG.finditer(text) if m.group("value") and not _placeholder(m.group("value"))]
+        found += [
+            m.group(0)
+            for m in _CONFIG.finditer(text)
+            if m.group("value") and not _placeholder(m.group("value")) and not _reference(m.group("key"))
+        ]
     return found
+
+
+def _reference(key: str) -> bool:
+    return key.lower() in _REFERENCES or key.lower().endswith("_file")
 
 
 def _placeholder(value: str) -> bool:
