@@ -99,7 +99,7 @@ class TestSummary:
         groups = {group: [config.name for config in members] for group, members in _groups(list(CONFIGS))}
         assert groups["overhead"] == ["bare", "full", "sampled", "full-buffered", "monitoring-only"]
         assert groups["outage"] == ["full", "outage-refused", "outage-blackhole", "outage-503"]
-        assert groups["batch"] == ["batch-bare", "batch-full"]
+        assert groups["batch"] == ["batch-bare", "batch-full", "batch-full-postgresql"]
         only = _groups([config for config in CONFIGS if config.name == "outage-503"])
         assert [(group, [config.name for config in members]) for group, members in only] == [
             ("outage", ["full", "outage-503"])
