@@ -74,6 +74,14 @@ CONFIGS: tuple[Config, ...] = (
         reference="full",
     ),
     Config(
+        "full-no-console",
+        "as full, with MODELLENS_CONSOLE=off: no in-process trace store, log ring or request series (isolates "
+        "what GET /console costs; `full` has it on, the default)",
+        {**_FULL, "MODELLENS_CONSOLE": "off"},
+        otlp="ok",
+        reference="full",
+    ),
+    Config(
         "monitoring-only",
         "as bare, with ML monitoring on (isolates its request-path cost)",
         {**_BARE, "MODELLENS_MONITORING": "on"},
@@ -160,6 +168,7 @@ GOALS: tuple[Goal, ...] = (
     Goal(
         "batch path: rows/s per worker, monitoring on (batch-full)", "batch-full", "rows_per_s", ">=", 50_000, "rows/s"
     ),
+    Goal("console off vs on (full): throughput", "full-no-console", "rps_ratio", "<=", 1.05),
     Goal("batch path: PostgreSQL log rows/s vs the SQLite log", "batch-full-postgresql", "rps_ratio", ">=", 1.0),
     Goal("outage, refused: p99 vs healthy full", "outage-refused", "p99_ratio", "<=", 1.2),
     Goal("outage, black hole: p99 vs healthy full", "outage-blackhole", "p99_ratio", "<=", 1.2),

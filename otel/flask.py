@@ -17,6 +17,7 @@ from opentelemetry.metrics import MeterProvider
 from opentelemetry.trace import SpanKind, Status, StatusCode, TracerProvider
 
 from otel.metrics import SECONDS_BUCKETS
+from otel.requestseries import RequestSeries
 
 __all__ = ["FlaskTelemetry"]
 
@@ -44,8 +45,12 @@ class FlaskTelemetry:
         meter_provider: MeterProvider,
         *,
         untraced_paths: Iterable[str] = ("/healthz", "/readyz", "/metrics"),
+        untraced_prefixes: tuple[str, ...] = (),
         access_log: bool = True,
+        series: RequestSeries | None = None,
     ) -> None:
+        """`untraced_paths` (exact) and `untraced_prefixes` get no span, no access line and no place in `series`
+        (probes, scrapes, a console's own pages); `series` receives every other request."""
         self._tracer = tracer_provider.get_tracer("otel.flask")
         self._duration = meter_provider.get_meter("otel.flask").create_histogram(
             "http.server.request.duration",
@@ -54,6 +59,8 @@ class FlaskTelemetry:
             explicit_bucket_boundaries_advisory=SECONDS_BUCKETS,
         )
         self._untraced = frozenset(untraced_paths)
+        self._untraced_prefixes = untraced_prefixes
+        self._series = series
         fields = propagate.get_global_textmap().fields
         self._context_keys = tuple("HTTP_" + field.upper().replace("-", "_") for field in fields)
         self._access_log = access_log
@@ -73,7 +80,7 @@ class FlaskTelemetry:
         if route is not None:
             state.attributes["http.route"] = route
         path = request.path
-        if path in self._untraced:
+        if path in self._untraced or (self._untraced_prefixes and path.startswith(self._untraced_prefixes)):
             return
         environ = request.environ
         # Most requests carry no trace context: skip the propagators' header parsing unless one of their headers
@@ -118,6 +125,11 @@ class FlaskTelemetry:
         elapsed = time.perf_counter() - state.start
         # Recorded while the span is current: a sampled span becomes the exemplar of this bucket.
         self._duration.record(elapsed, state.attributes)
+        if self._series is not None and span is not None:
+            sampled = span.get_span_context().trace_flags.sampled
+            route = state.attributes.get("http.route")
+            exemplar = response.headers["X-Trace-Id"] if sampled else None
+            self._series.observe(None if route is None else str(route), status, elapsed, exemplar)
         if self._access_log and span is not None:
             _access_log.info(
                 "request",

@@ -21,7 +21,7 @@ import sys
 import threading
 import time
 import weakref
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import IO, Any
 
 import orjson
@@ -200,6 +200,9 @@ class _Sink:
     def __init__(self) -> None:
         self.stream: IO[str] = sys.stdout
         self.bridge: OTelBridgeHandler | None = None
+        # Callables given each structlog event (its fields and time in ns) after the bridge: an in-process store
+        # of recent log lines, for instance. They run on the logging thread: keep them cheap.
+        self.taps: tuple[Callable[[Mapping[str, Any], int], None], ...] = ()
         self.interval = 0.0
         self._queued: list[str] = []
         self._queue_lock = threading.Lock()  # guards _queued; held only to append or take
@@ -346,6 +349,8 @@ class _Annotate:
         bridge = _SINK.bridge
         if bridge is not None:
             bridge.emit_event(name, event_dict, now, context)
+        for tap in _SINK.taps:
+            tap(event_dict, now)
         return event_dict
 
     def _iso(self, now: int) -> str:
@@ -364,8 +369,12 @@ def configure_logging(
     stream: IO[str] | None = None,
     flush_interval: float = 0.0,
     log_format: str = "json",
+    taps: Sequence[Callable[[Mapping[str, Any], int], None]] = (),
 ) -> None:
     """Configure structlog and the root logger: JSON to `stream` (stdout), and to OTel when a provider is given.
+
+    `taps` also receive every structlog event (its fields, and its time in unix nanoseconds), e.g. a store of
+    recent log lines (`otel.spanstore.SpanStore.add_log`).
 
     `log_format`: `json` (one object per line, for collectors), `console` (aligned, human-readable lines, colored
     on a terminal) or `auto` (console when `stream` is a terminal, else JSON). The OTel records are the same.
@@ -380,6 +389,7 @@ def configure_logging(
     numeric_level = level if isinstance(level, int) else _LEVELS.get(level.upper(), logging.INFO)
     bridge = OTelBridgeHandler(logger_provider=logger_provider) if logger_provider is not None else None
     _SINK.reconfigure(stream, bridge, flush_interval)
+    _SINK.taps = tuple(taps)
     structlog.configure(
         processors=[
             _Annotate(),  # context, level, trace ids, timestamp, logger name; then the OTel record

@@ -20,6 +20,7 @@ from otel.exporters import FastOTLPLogExporter, FastOTLPSpanExporter
 from otel.logs import configure_logging, setup_logs
 from otel.metrics import MetricPusher, setup_metrics
 from otel.openmetrics import OpenMetricsReader
+from otel.requestseries import RequestSeries
 from otel.resilience import (
     ExportHealth,
     ResilientLogExporter,
@@ -28,6 +29,7 @@ from otel.resilience import (
     register_instruments,
 )
 from otel.resource import build_resource
+from otel.spanstore import SpanStore
 from otel.tracing import setup_tracing
 
 __all__ = ["Telemetry", "install", "installed"]
@@ -51,6 +53,10 @@ class Telemetry:
     export_health: list[ExportHealth] = field(default_factory=list)
     # Pushes the pull reader's collections over OTLP (no second reader); None when metrics are not pushed.
     metric_pusher: MetricPusher | None = None
+    # What an in-process console reads (`keep_recent=True`): recent traces with their logs, and the last hour of
+    # requests per route. None otherwise.
+    span_store: SpanStore | None = None
+    request_series: RequestSeries | None = None
 
     @classmethod
     def disabled(cls) -> Telemetry:
@@ -65,6 +71,7 @@ class Telemetry:
         service_version: str,
         environment: str = "local",
         env: Mapping[str, str] | None = None,
+        keep_recent: bool = False,
     ) -> Telemetry:
         """Build providers as the standard variables in `env` (default `os.environ`) say.
 
@@ -76,7 +83,8 @@ class Telemetry:
         (`OTEL_BSP_*`, `OTEL_BLRP_*`), the resource attributes and the exemplar filter (`otel.environment`, which
         also lists the few the SDK reads only from `os.environ`); the push interval (`OTEL_METRIC_EXPORT_*`).
         An invalid value is a `ValueError` naming its variable. Every exporter is wrapped to count what an outage
-        drops.
+        drops. `keep_recent` also keeps recent traces and their logs in the process (`otel.spanstore`) and the
+        last hour of requests per route (`otel.requestseries`), for a console the service serves itself.
         """
         env = os.environ if env is None else env
         if env.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
@@ -121,7 +129,13 @@ class Telemetry:
             logger_provider = setup_logs(resource, log_exporter, batch_settings=batch_settings(env, "BLRP"))
         health = [e.health for e in (span_exporter, metric_exporter, log_exporter) if e is not None]
         register_instruments(meter_provider.get_meter("otel.resilience"), health)
-        return cls(resource, tracer_provider, meter_provider, logger_provider, reader, exporting, health, pusher)
+        store = series = None
+        if keep_recent:
+            store, series = SpanStore(), RequestSeries()
+            tracer_provider.add_span_processor(store)
+        return cls(
+            resource, tracer_provider, meter_provider, logger_provider, reader, exporting, health, pusher, store, series
+        )
 
     def shutdown(self) -> None:
         """Flush and stop every provider (spans, logs and a last metric export); safe to call twice.
@@ -174,7 +188,11 @@ def install(
     if telemetry.logger_provider is not None:
         set_logger_provider(telemetry.logger_provider)
     configure_logging(
-        telemetry.logger_provider, level=log_level, flush_interval=log_flush_interval, log_format=log_format
+        telemetry.logger_provider,
+        level=log_level,
+        flush_interval=log_flush_interval,
+        log_format=log_format,
+        taps=[telemetry.span_store.add_log] if telemetry.span_store is not None else [],
     )
     _installed = telemetry
 

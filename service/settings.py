@@ -37,6 +37,7 @@ class Settings:
     max_batch: int = 1000  # rows per /predict request
     max_body_bytes: int = 2 * 1024 * 1024
     monitoring: bool = True  # MODELLENS_MONITORING=off turns drift, quality and slice monitoring off
+    console: bool = True  # GET /console: recent traces, their logs and the last hour per route, kept in-process
     drift_window: str = "10m"  # in-process drift window: 10m, 600s, 1h or 5000rows
     slices: str = ""  # comma-separated slice features (low-cardinality features, e.g. "sex")
     shadow_model_dir: Path | None = None  # a challenger model scored off the request path

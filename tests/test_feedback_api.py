@@ -186,6 +186,17 @@ def unknown_ids(http: requests.Session, url: str, ids: list[str], actual: float 
     return unknown
 
 
+def outcomes_of(http: requests.Session, url: str, row: dict[str, float], count: int) -> dict[str, list[str]]:
+    """Post `count` 3-row batches (each must answer 200, within 5 s); their prediction ids by what
+    X-Modellens-Prediction-Log said."""
+    outcomes: dict[str, list[str]] = {"committed": [], "queued": [], "dropped": []}
+    for _ in range(count):
+        response = http.post(f"{url}/predict", json={"instances": [row] * 3}, timeout=5)
+        assert response.status_code == 200
+        outcomes[response.headers[LOG_HEADER]] += response.json()["prediction_ids"]
+    return outcomes
+
+
 @pytest.mark.slow
 class TestFullDisk:
     """The filesystem under the log fills up: serving goes on, says what it did not log, and recovers by itself.
@@ -209,11 +220,7 @@ class TestFullDisk:
             assert warm.headers[LOG_HEADER] == "committed"
             unlimited = resource.RLIM_INFINITY
             resource.prlimit(worker, resource.RLIMIT_FSIZE, (1, unlimited))  # no file of the worker's may grow
-            outcomes: dict[str, list[str]] = {"committed": [], "queued": [], "dropped": []}
-            for _ in range(300):  # 3 rows each: three times what the queue holds
-                response = http.post(f"{url}/predict", json={"instances": [row] * 3}, timeout=5)
-                assert response.status_code == 200
-                outcomes[response.headers[LOG_HEADER]] += response.json()["prediction_ids"]
+            outcomes = outcomes_of(http, url, row, 300)  # 3 rows each: three times what the queue holds
             assert outcomes["dropped"] and outcomes["queued"], {k: len(v) for k, v in outcomes.items()}
             assert len(outcomes["queued"]) <= 100  # the queue's bound, in rows
             assert http.get(f"{url}/readyz", timeout=5).status_code == 200  # the model still serves

@@ -31,7 +31,7 @@ from service.web.app import create_app
 from service.web.feedback_routes import LOG_HEADER
 from tests.support.ports import free_port
 from tests.support.postgres import PostgresServer
-from tests.test_feedback_api import metric, ready, unknown_ids, until
+from tests.test_feedback_api import metric, outcomes_of, ready, unknown_ids, until
 from tests.test_serving import instance, serve
 
 pytestmark = pytest.mark.slow
@@ -297,7 +297,8 @@ class TestTwoServices:
         card = ModelCard.load(regression_model_dir)
         ports = free_port(), free_port()
         urls = [f"http://127.0.0.1:{port}" for port in ports]
-        env = {"MODELLENS_PREDICTION_LOG": postgres_url, "MODELLENS_WORKERS": "2"}
+        # One worker each: /monitoring then reports the worker that joined the labels (each worker counts its own).
+        env = {"MODELLENS_PREDICTION_LOG": postgres_url, "MODELLENS_WORKERS": "1"}
         with (
             serve(regression_model_dir, ports[0], None, **env),
             serve(regression_model_dir, ports[1], None, **env),
@@ -319,6 +320,40 @@ class TestTwoServices:
         assert summary["labels"] == 40
         assert summary["mae"] == pytest.approx(expected)
 
+    def test_the_same_labels_sent_to_both_at_once_join_once(
+        self, regression_model_dir: Path, postgres_url: str
+    ) -> None:
+        card = ModelCard.load(regression_model_dir)
+        ports = free_port(), free_port()
+        urls = [f"http://127.0.0.1:{port}" for port in ports]
+        env = {"MODELLENS_PREDICTION_LOG": postgres_url, "MODELLENS_WORKERS": "2"}
+        with serve(regression_model_dir, ports[0], None, **env), serve(regression_model_dir, ports[1], None, **env):
+            rows = [instance(card, shift) for shift in np.linspace(0.1, 0.9, 200)]
+            ids = requests.post(f"{urls[0]}/predict", json={"instances": rows}, timeout=10).json()["prediction_ids"]
+            feedback = [{"prediction_id": pid, "actual": 150.0} for pid in ids]
+            answers: list[dict[str, Any]] = []
+
+            def send(url: str, order: list[dict[str, Any]]) -> None:
+                with requests.Session() as http:
+                    for start in range(0, len(order), 50):
+                        response = http.post(
+                            f"{url}/feedback", json={"feedback": order[start : start + 50]}, timeout=30
+                        )
+                        assert response.status_code == 200, response.text
+                        answers.append(response.json())
+
+            clients = [  # two clients per replica, half of them in reverse order
+                threading.Thread(target=send, args=(url, order)) for url in urls for order in (feedback, feedback[::-1])
+            ]
+            for client in clients:
+                client.start()
+            for client in clients:
+                client.join(60)
+        assert len(answers) == 4 * 4
+        assert sum(answer["accepted"] for answer in answers) == 200  # each id joined once, on whichever came first
+        assert sum(len(answer["duplicate_ids"]) for answer in answers) == 3 * 200
+        assert _count(postgres_url, "prediction_feedback") == 200
+
     def test_postgresql_stopped_mid_burst(self, regression_model_dir: Path) -> None:
         card = ModelCard.load(regression_model_dir)
         port = free_port()
@@ -335,11 +370,7 @@ class TestTwoServices:
                     == "committed"
                 )
                 server.stop(mode="immediate")
-                outcomes: dict[str, list[str]] = {"committed": [], "queued": [], "dropped": []}
-                for _ in range(100):  # 3 rows each: three times what the queue holds
-                    response = http.post(f"{url}/predict", json={"instances": [row] * 3}, timeout=5)
-                    assert response.status_code == 200
-                    outcomes[response.headers[LOG_HEADER]] += response.json()["prediction_ids"]
+                outcomes = outcomes_of(http, url, row, 100)  # 3 rows each: three times what the queue holds
                 assert outcomes["queued"] and outcomes["dropped"], {k: len(v) for k, v in outcomes.items()}
                 assert len(outcomes["queued"]) <= 100
                 assert ready(http, url)  # the model still serves

@@ -15,6 +15,7 @@ __all__ = ["add_arguments", "main"]
 def main(args: argparse.Namespace) -> int:
     """Run triage for parsed `triage` arguments: 0 when a report was printed (even an empty one); 2 for a usage
     error or when Prometheus cannot answer."""
+    from service.triage.console import run_console
     from service.triage.run import run  # requests is only imported when triage actually runs
 
     try:
@@ -22,4 +23,4 @@ def main(args: argparse.Namespace) -> int:
     except OptionsError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    return run(options)
+    return run_console(options) if options.console else run(options)

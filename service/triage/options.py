@@ -49,19 +49,21 @@ class Options:
     traces: int = 5
     timeout: float = 10.0
     json: bool = False
+    console: str | None = None  # the service's base URL: read its console instead of the three backends
 
     @classmethod
     def from_args(cls, args: argparse.Namespace, env: Mapping[str, str], now: float) -> Options:
         """Resolve URLs (flag, then `MODELLENS_<BACKEND>_URL`, then the compose default) and the time range."""
         urls = {name: _url(getattr(args, name), env.get(ENV[name]), default) for name, default in DEFAULTS.items()}
-        if urls["prometheus"] is None:
+        console = getattr(args, "console", None)
+        if urls["prometheus"] is None and not console:
             raise OptionsError(f"--prometheus (or {ENV['prometheus']}) cannot be empty: Prometheus is required")
         end = now if args.until is None else args.until
         start = end - args.since
         step = args.step if args.step is not None else max(1.0, round((end - start) / _POINTS))
         rate_interval = args.rate_interval if args.rate_interval is not None else max(step, _MIN_RATE_INTERVAL)
         return cls(
-            prometheus=urls["prometheus"],
+            prometheus=urls["prometheus"] or "",
             tempo=urls["tempo"],
             loki=urls["loki"],
             grafana=urls["grafana"] or DEFAULTS["grafana"],
@@ -75,6 +77,7 @@ class Options:
             traces=args.traces,
             timeout=args.timeout,
             json=args.json,
+            console=console or None,
         )
 
 
@@ -145,6 +148,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         ("grafana", "Grafana base URL for the Explore links (only used to build links)"),
     ):
         backends.add_argument(f"--{name}", metavar="URL", help=f"{what}; default {DEFAULTS[name]}")
+    backends.add_argument(
+        "--console",
+        metavar="URL",
+        help="the service's base URL (e.g. http://127.0.0.1:8000): the same report from its own console "
+        "(GET /console/api/...), with no Prometheus, Tempo or Loki; what one worker served",
+    )
     parser.add_argument("--since", metavar="DURATION", type=parse_duration, default=1800.0, help="look-back (30m)")
     parser.add_argument(
         "--until", metavar="TIME", type=parse_time, help="end of the range, RFC 3339 or Unix seconds (now)"

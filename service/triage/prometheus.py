@@ -25,6 +25,7 @@ __all__ = [
     "exemplar_selector",
     "latency_query",
     "parse_exemplars",
+    "window_around_peak",
     "worst_windows",
 ]
 
@@ -92,14 +93,16 @@ def worst_windows(matrix: Iterable[dict[str, Any]], rate_interval: float) -> lis
         if not points:
             continue
         labels = series.get("metric", {})
-        window = _window(labels, points, rate_interval)
+        window = window_around_peak(labels, points, rate_interval)
         key = (window.route, window.method)
         if key not in best or window.peak > best[key].peak:
             best[key] = window
     return sorted(best.values(), key=lambda w: (-w.peak, w.route))
 
 
-def _window(labels: dict[str, str], points: list[tuple[float, float]], rate_interval: float) -> LatencyWindow:
+def window_around_peak(
+    labels: dict[str, str], points: list[tuple[float, float]], rate_interval: float
+) -> LatencyWindow:
     """The run of points around the peak that stays at or above half-way between the usual level and the peak."""
     values = [v for _, v in points]
     peak_index = max(range(len(points)), key=lambda i: values[i])

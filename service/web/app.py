@@ -25,6 +25,7 @@ from service.monitoring.shadow import ShadowScorer
 from service.rehearsal.faults import FAULT_HEADER, FaultInjector, FaultPlan, InjectedFault
 from service.settings import Settings
 from service.web import auth, feedback_routes, monitoring_routes, openapi, routes
+from service.web import console as console_routes
 from service.web.problems import Problem, register_error_handlers
 
 __all__ = ["create_app"]
@@ -56,7 +57,13 @@ def create_app(
     app = Flask("modellens")
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.json.sort_keys = False  # type: ignore[attr-defined]
-    FlaskTelemetry(telemetry.tracer_provider, telemetry.meter_provider).init_app(app)
+    console = settings.console and telemetry.span_store is not None and telemetry.request_series is not None
+    FlaskTelemetry(
+        telemetry.tracer_provider,
+        telemetry.meter_provider,
+        untraced_prefixes=("/console",),  # the console's own pages never push a real trace out of its store
+        series=telemetry.request_series if console else None,
+    ).init_app(app)
     register_error_handlers(app)
     app.register_blueprint(routes.blueprint)
     app.register_blueprint(openapi.blueprint)
@@ -109,6 +116,17 @@ def create_app(
     if log is not None:
         register_log_instruments(meter, log)
         on_close.append(log.close)
+    if console:
+        assert telemetry.span_store is not None and telemetry.request_series is not None
+        monitoring_document = monitoring_routes.document if monitor is not None else None
+        app.extensions[console_routes.EXTENSION] = console_routes.ConsoleState(
+            telemetry.span_store, telemetry.request_series, monitoring_document
+        )
+        app.register_blueprint(console_routes.blueprint)
+    else:
+        why = "MODELLENS_CONSOLE=off" if not settings.console else "telemetry is off (OTEL_SDK_DISABLED=true)"
+        _off(app, ["/console", "/console/api/overview", "/console/api/traces"], "GET", "The console is off",
+             f"It keeps nothing while {why}.")  # fmt: skip
 
     app.extensions["modellens"] = routes.ServiceState(
         settings=settings,

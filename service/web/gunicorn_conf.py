@@ -43,7 +43,10 @@ def _route_gunicorn_logs() -> None:
 
 def post_fork(server: Any, worker: Any) -> None:
     telemetry = Telemetry.from_env(
-        service_name=_settings.service_name, service_version=__version__, environment=_settings.environment
+        service_name=_settings.service_name,
+        service_version=__version__,
+        environment=_settings.environment,
+        keep_recent=_settings.console,  # what GET /console reads: recent traces and logs, requests per route
     )
     install(
         telemetry,

@@ -10,7 +10,7 @@ from flask import Blueprint, Response, current_app, jsonify
 
 from service.monitoring.monitor import ModelMonitor
 
-__all__ = ["EXTENSION", "MonitoringState", "blueprint"]
+__all__ = ["EXTENSION", "MonitoringState", "blueprint", "document"]
 
 EXTENSION = "modellens.monitoring"
 blueprint = Blueprint("monitoring", __name__)
@@ -36,8 +36,13 @@ def model_reference() -> Response:
 
 @blueprint.get("/monitoring")
 def monitoring() -> Response:
+    return jsonify(document())
+
+
+def document() -> dict[str, Any]:
+    """`GET /monitoring`'s document (also what the console's model page draws)."""
     state = _state()
     summary = state.monitor.snapshot()
     for name, section in state.sections:
         summary[name] = section()
-    return jsonify(summary)
+    return summary

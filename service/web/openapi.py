@@ -26,12 +26,19 @@ def openapi() -> Response:
     document = current_app.extensions.get(_EXTENSION)
     if document is None:  # built on first use, from what the app serves
         state = current_app.extensions["modellens"]
-        document = build_document(state.model.card, state.settings, feedback="feedback" in current_app.blueprints)
+        document = build_document(
+            state.model.card,
+            state.settings,
+            feedback="feedback" in current_app.blueprints,
+            console="console" in current_app.blueprints,
+        )
         current_app.extensions[_EXTENSION] = document
     return jsonify(document)
 
 
-def build_document(card: ModelCard, settings: Settings, *, feedback: bool = True) -> dict[str, Any]:
+def build_document(
+    card: ModelCard, settings: Settings, *, feedback: bool = True, console: bool = False
+) -> dict[str, Any]:
     """The OpenAPI 3.1 document for a service serving `card` with `settings` (limits, monitoring)."""
     paths: dict[str, Any] = {
         "/predict": {"post": _predict(settings, logged=feedback)},
@@ -79,6 +86,8 @@ def build_document(card: ModelCard, settings: Settings, *, feedback: bool = True
     }
     if feedback:
         paths["/feedback"] = {"post": _feedback(card, settings)}
+    if console:
+        paths.update(_console())
     security: dict[str, Any] = {}
     if settings.auth_tokens_file is not None:  # the writes need a bearer token (service/web/auth.py)
         security = {"bearer": {"type": "http", "scheme": "bearer"}}
@@ -326,6 +335,53 @@ def _drift_schema() -> dict[str, Any]:
                 }
             ),
         },
+    }
+
+
+def _console() -> dict[str, Any]:
+    """The console's JSON API (service/web/console.py): what this worker keeps, read-only."""
+    log = {"type": "object", "required": ["timestamp", "level", "event", "trace_id"],
+           "properties": {"timestamp": {"type": "string"}, "level": {"type": "string"}, "event": {"type": "string"},
+                          "logger": {"type": "string"}, "trace_id": {"type": ["string", "null"]},
+                          "span_id": {"type": ["string", "null"]}}}  # fmt: skip
+    span = {
+        "type": "object",
+        "required": ["name", "span_id", "parent_span_id", "start_time", "duration_ms", "attributes", "events"],
+        "properties": {
+            "name": {"type": "string"}, "span_id": {"type": "string"},
+            "parent_span_id": {"type": ["string", "null"]}, "kind": {"type": "string"},
+            "status": {"type": "string", "enum": ["unset", "ok", "error"]},
+            "start_time": {"type": "string", "format": "date-time"}, "duration_ms": {"type": "number"},
+            "attributes": {"type": "object"}, "events": {"type": "array", "items": {"type": "object"}},
+        },
+    }  # fmt: skip
+    trace = {
+        "type": "object",
+        "required": ["trace_id", "spans", "logs"],
+        "properties": {
+            "trace_id": {"type": "string", "pattern": "^[0-9a-f]{32}$"}, "worker": {"type": "integer"},
+            "duration_ms": {"type": "number"}, "error": {"type": "boolean"},
+            "kept_because": {"type": "array", "items": {"type": "string"}},
+            "spans": {"type": "array", "items": span}, "logs": {"type": "array", "items": log},
+        },
+    }  # fmt: skip
+    parameter = {"name": "trace_id", "in": "path", "required": True, "schema": {"type": "string"}}
+    return {
+        "/console/api/traces/{trace_id}": {
+            "get": {
+                **_get(
+                    "A trace this worker kept: its spans (start order) and its log lines.",
+                    trace,
+                    {"404": _problem_ref("Not kept here: evicted, never sampled, or served by another worker.")},
+                ),
+                "parameters": [parameter],
+            }
+        },
+        "/console/api/traces": {"get": _get("The traces this worker keeps, newest first.", {"type": "object"})},
+        "/console/api/overview": {
+            "get": _get("The last hour per route: rate, error ratio, p50/p95/p99, exemplars.", {"type": "object"})
+        },
+        "/console/api/logs": {"get": _get("Recent log lines (level, q, minutes).", {"type": "object"})},
     }
 
 
