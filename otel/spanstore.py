@@ -34,8 +34,9 @@ from otel.metrics import SECONDS_BUCKETS
 
 __all__ = ["LogRecord", "SpanStore", "StoredSpan", "StoredTrace", "TraceSummary"]
 
-_SPAN_OVERHEAD = 200  # bytes a span costs beyond its attribute text (ids, times, the objects themselves)
-_LOG_OVERHEAD = 120
+_SPAN_OVERHEAD = 600  # bytes a finished SDK span holds beyond its attributes (context, times, resource reference)
+_LOG_OVERHEAD = 200
+_PER_ATTRIBUTE = 120  # a key, a value and a dict slot, for the short values spans and log lines carry
 _MAX_VALUE = 512  # characters of one attribute or log value kept: a console line, not a payload
 
 
@@ -92,6 +93,41 @@ class StoredTrace:
         return str(self.root.attributes.get("http.route") or self.root.name)
 
 
+class _Trace:
+    """A trace as the store holds it: the SDK's finished spans and the log lines' fields as they came, converted
+    to `StoredSpan` and `LogRecord` only when someone reads them (the request path pays for a list append)."""
+
+    __slots__ = ("error", "logs", "reasons", "root", "size", "spans", "trace_id")
+
+    def __init__(self, trace_id: str) -> None:
+        self.trace_id = trace_id
+        self.spans: list[ReadableSpan] = []
+        self.logs: list[tuple[dict[str, Any], int]] = []
+        self.root: ReadableSpan | None = None
+        self.size = 0
+        self.reasons: set[str] = set()
+        self.error = False
+
+    @property
+    def duration_ms(self) -> float:
+        root = self.root
+        return (
+            (root.end_time - root.start_time) / 1e6 if root is not None and root.end_time and root.start_time else 0.0
+        )
+
+    @property
+    def route(self) -> str:
+        if self.root is None:
+            return ""
+        return str((self.root.attributes or {}).get("http.route") or self.root.name)
+
+    def view(self) -> StoredTrace:
+        spans = [_stored_span(span) for span in self.spans]
+        root = _stored_span(self.root) if self.root is not None else None
+        return StoredTrace(self.trace_id, spans, [_log_record(*raw) for raw in self.logs], root, self.size,
+                           set(self.reasons))  # fmt: skip
+
+
 @dataclass(frozen=True, slots=True)
 class TraceSummary:
     trace_id: str
@@ -134,14 +170,14 @@ class SpanStore(SpanProcessor):
         self._max_logs = max_logs_per_trace
         self._bounds = tuple(bounds)
         self._lock = threading.Lock()
-        self._pending: OrderedDict[str, StoredTrace] = OrderedDict()  # traces whose local root has not ended
-        self._kept: dict[str, StoredTrace] = {}
+        self._pending: OrderedDict[str, _Trace] = OrderedDict()  # traces whose local root has not ended
+        self._kept: dict[str, _Trace] = {}
         self._recent: dict[tuple[str, int], deque[str]] = {}
         self._recent_order: OrderedDict[str, None] = OrderedDict()  # kept as "recent", oldest first
         self._errors: deque[str] = deque()
         self._slowest: OrderedDict[int, str] = OrderedDict()  # time slice → trace id
         self._bytes = 0
-        self._ring: deque[LogRecord] = deque(maxlen=log_ring)
+        self._ring: deque[tuple[dict[str, Any], int]] = deque(maxlen=log_ring)
         self.evicted = 0
 
     # --- SpanProcessor ------------------------------------------------------------------------------------
@@ -154,37 +190,25 @@ class SpanStore(SpanProcessor):
             return
         trace_id = format(context.trace_id, "032x")
         parent = span.parent
-        stored = StoredSpan(
-            name=span.name,
-            span_id=format(context.span_id, "016x"),
-            parent_span_id=None if parent is None else format(parent.span_id, "016x"),
-            kind=span.kind.name.lower(),
-            start_time=span.start_time,
-            end_time=span.end_time,
-            status=_STATUS.get(span.status.status_code, "unset"),
-            attributes=_plain(span.attributes),
-            events=[
-                {"name": event.name, "time": event.timestamp, "attributes": _plain(event.attributes)}
-                for event in span.events
-            ],
-        )
         local_root = parent is None or parent.is_remote
+        # An estimate, not a measurement: attribute and event counts times what one typically holds.
+        added = _SPAN_OVERHEAD + _PER_ATTRIBUTE * (len(span.attributes or ()) + 2 * len(span.events))
         with self._lock:
             trace = self._pending.get(trace_id)
             if trace is None:
                 trace = self._kept.get(trace_id)  # a late span of a trace already kept
                 if trace is None:
-                    trace = self._pending[trace_id] = StoredTrace(trace_id)
+                    trace = self._pending[trace_id] = _Trace(trace_id)
                     if len(self._pending) > self._max_pending:
                         self._pending.popitem(last=False)
             if len(trace.spans) < self._max_spans:
-                trace.spans.append(stored)
-                added = _SPAN_OVERHEAD + _size(stored.attributes) + sum(_size(e["attributes"]) for e in stored.events)
+                trace.spans.append(span)
                 trace.size += added
+                trace.error = trace.error or span.status.status_code is StatusCode.ERROR
                 if trace.trace_id in self._kept:
                     self._bytes += added
             if local_root and trace_id in self._pending:
-                trace.root = stored
+                trace.root = span
                 del self._pending[trace_id]
                 self._retain(trace)
                 self._enforce_bounds()
@@ -197,34 +221,20 @@ class SpanStore(SpanProcessor):
 
     # --- logs ---------------------------------------------------------------------------------------------
     def add_log(self, event_dict: Mapping[str, Any], time_ns: int) -> None:
-        """A log line as structlog built it (a tap on the chain: the JSON line's fields)."""
-        fields = {
-            key: _value(value)
-            for key, value in event_dict.items()
-            if key not in ("event", "level", "logger", "timestamp", "trace_id", "span_id") and not key.startswith("_")
-        }
+        """A log line as structlog built it (a tap on the chain: the JSON line's fields), copied as it is."""
+        raw = (dict(event_dict), time_ns)
         trace_id = event_dict.get("trace_id")
-        record = LogRecord(
-            timestamp=str(event_dict.get("timestamp", "")),
-            level=str(event_dict.get("level", "")),
-            event=_value(event_dict.get("event", "")),
-            logger=str(event_dict.get("logger", "")),
-            trace_id=None if trace_id is None else str(trace_id),
-            span_id=None if event_dict.get("span_id") is None else str(event_dict["span_id"]),
-            fields=fields,
-            time_ns=time_ns,
-        )
+        added = _LOG_OVERHEAD + _PER_ATTRIBUTE * len(event_dict)
         with self._lock:
-            self._ring.append(record)
-            if record.trace_id is None:
+            self._ring.append(raw)
+            if trace_id is None:
                 return
-            trace = self._pending.get(record.trace_id) or self._kept.get(record.trace_id)
+            trace = self._pending.get(trace_id) or self._kept.get(trace_id)
             if trace is None or len(trace.logs) >= self._max_logs:
                 return
-            trace.logs.append(record)
-            added = _LOG_OVERHEAD + _size(fields) + len(record.event)
+            trace.logs.append(raw)
             trace.size += added
-            if record.trace_id in self._kept:
+            if trace_id in self._kept:
                 self._bytes += added
 
     # --- reading ------------------------------------------------------------------------------------------
@@ -234,8 +244,10 @@ class SpanStore(SpanProcessor):
             trace = self._kept.get(trace_id.lower())
             if trace is None:
                 return None
-            return StoredTrace(trace.trace_id, list(trace.spans), list(trace.logs), trace.root, trace.size,
-                               set(trace.reasons))  # fmt: skip
+            spans, logs, reasons = list(trace.spans), list(trace.logs), set(trace.reasons)
+        copy = _Trace(trace.trace_id)
+        copy.spans, copy.logs, copy.root, copy.size, copy.reasons = spans, logs, trace.root, trace.size, reasons
+        return copy.view()
 
     def summaries(self, *, route: str | None = None, errors_only: bool = False) -> list[TraceSummary]:
         """Kept traces, newest first."""
@@ -246,7 +258,7 @@ class SpanStore(SpanProcessor):
                 trace_id=trace.trace_id,
                 name=trace.root.name if trace.root else "",
                 route=trace.route,
-                start_time=trace.root.start_time if trace.root else 0,
+                start_time=trace.root.start_time or 0 if trace.root else 0,
                 duration_ms=trace.duration_ms,
                 error=trace.error,
                 spans=len(trace.spans),
@@ -264,7 +276,7 @@ class SpanStore(SpanProcessor):
         rank = _LEVELS.get((level or "").lower(), 0)
         needle = (text or "").lower()
         with self._lock:
-            records = list(self._ring)
+            records = [_log_record(*raw) for raw in self._ring]
         chosen = []
         for record in reversed(records):
             if record.time_ns < since_ns or _LEVELS.get(record.level, 0) < rank:
@@ -291,7 +303,7 @@ class SpanStore(SpanProcessor):
             }
 
     # --- retention (with the lock held) -------------------------------------------------------------------
-    def _retain(self, trace: StoredTrace) -> None:
+    def _retain(self, trace: _Trace) -> None:
         trace_id = trace.trace_id
         bucket = bisect.bisect_left(self._bounds, trace.duration_ms / 1000)
         recent = self._recent.setdefault((trace.route, bucket), deque())
@@ -305,7 +317,7 @@ class SpanStore(SpanProcessor):
             self._errors.append(trace_id)
             if len(self._errors) > self._max_errors:
                 self._release(self._errors.popleft(), "error")
-        end = trace.root.end_time if trace.root is not None else time.time_ns()
+        end = trace.root.end_time if trace.root is not None and trace.root.end_time else time.time_ns()
         slot = int(end / 1e9 // self._slice_seconds)
         holder = self._slowest.get(slot)
         if holder is None or trace.duration_ms > self._kept[holder].duration_ms:
@@ -377,5 +389,37 @@ def _plain(attributes: Mapping[str, Any] | None) -> dict[str, Any]:
     return {key: list(value) if isinstance(value, tuple) else _value(value) for key, value in attributes.items()}
 
 
-def _size(values: Mapping[str, Any]) -> int:
-    return sum(len(key) + len(str(value)) for key, value in values.items())
+def _stored_span(span: ReadableSpan) -> StoredSpan:
+    context, parent = span.context, span.parent
+    assert context is not None
+    return StoredSpan(
+        name=span.name,
+        span_id=format(context.span_id, "016x"),
+        parent_span_id=None if parent is None else format(parent.span_id, "016x"),
+        kind=span.kind.name.lower(),
+        start_time=span.start_time or 0,
+        end_time=span.end_time or 0,
+        status=_STATUS.get(span.status.status_code, "unset"),
+        attributes=_plain(span.attributes),
+        events=[
+            {"name": event.name, "time": event.timestamp, "attributes": _plain(event.attributes)}
+            for event in span.events
+        ],
+    )
+
+
+_LOG_KEYS = ("event", "level", "logger", "timestamp", "trace_id", "span_id")
+
+
+def _log_record(event_dict: dict[str, Any], time_ns: int) -> LogRecord:
+    trace_id, span_id = event_dict.get("trace_id"), event_dict.get("span_id")
+    return LogRecord(
+        timestamp=str(event_dict.get("timestamp", "")),
+        level=str(event_dict.get("level", "")),
+        event=_value(event_dict.get("event", "")),
+        logger=str(event_dict.get("logger", "")),
+        trace_id=None if trace_id is None else str(trace_id),
+        span_id=None if span_id is None else str(span_id),
+        fields={k: _value(v) for k, v in event_dict.items() if k not in _LOG_KEYS and not k.startswith("_")},
+        time_ns=time_ns,
+    )
