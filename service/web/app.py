@@ -125,8 +125,7 @@ def create_app(
         app.register_blueprint(console_routes.blueprint)
     else:
         why = "MODELLENS_CONSOLE=off" if not settings.console else "telemetry is off (OTEL_SDK_DISABLED=true)"
-        _off(app, ["/console", "/console/api/overview", "/console/api/traces"], "GET", "The console is off",
-             f"It keeps nothing while {why}.")  # fmt: skip
+        _off(app, list(console_routes.PATHS), "GET", "The console is off", f"It keeps nothing while {why}.")
 
     app.extensions["modellens"] = routes.ServiceState(
         settings=settings,

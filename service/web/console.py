@@ -23,12 +23,17 @@ from otel.requestseries import RequestSeries
 from otel.spanstore import LogRecord, SpanStore, StoredTrace
 from service.web.problems import Problem
 
-__all__ = ["EXTENSION", "ConsoleState", "blueprint", "trace_document"]
+__all__ = ["EXTENSION", "PATHS", "ConsoleState", "blueprint", "trace_document"]
 
 EXTENSION = "modellens.console"
 blueprint = Blueprint("console", __name__, template_folder="templates")
 _CHART = (720, 220, 48, 16)  # width, height, left and bottom margins of a latency chart, in SVG units
 _LOG_MINUTES = 15  # the log view's default look-back
+# Every route of the console, as Flask rules: with the console off, each answers a 404 saying how to turn it on.
+PATHS = (
+    "/console", "/console/traces", "/console/traces/<trace_id>", "/console/logs", "/console/model",
+    "/console/api/traces/<trace_id>", "/console/api/traces", "/console/api/overview", "/console/api/logs",
+)  # fmt: skip
 
 
 @dataclass(frozen=True)

@@ -86,8 +86,7 @@ def build_document(
     }
     if feedback:
         paths["/feedback"] = {"post": _feedback(card, settings)}
-    if console:
-        paths.update(_console())
+    paths.update(_console(on=console))
     security: dict[str, Any] = {}
     if settings.auth_tokens_file is not None:  # the writes need a bearer token (service/web/auth.py)
         security = {"bearer": {"type": "http", "scheme": "bearer"}}
@@ -338,8 +337,8 @@ def _drift_schema() -> dict[str, Any]:
     }
 
 
-def _console() -> dict[str, Any]:
-    """The console's JSON API (service/web/console.py): what this worker keeps, read-only."""
+def _console(*, on: bool) -> dict[str, Any]:
+    """The console (service/web/console.py): its pages and its JSON API, read-only; a 404 problem while off."""
     log = {"type": "object", "required": ["timestamp", "level", "event", "trace_id"],
            "properties": {"timestamp": {"type": "string"}, "level": {"type": "string"}, "event": {"type": "string"},
                           "logger": {"type": "string"}, "trace_id": {"type": ["string", "null"]},
@@ -366,22 +365,48 @@ def _console() -> dict[str, Any]:
         },
     }  # fmt: skip
     parameter = {"name": "trace_id", "in": "path", "required": True, "schema": {"type": "string"}}
-    return {
-        "/console/api/traces/{trace_id}": {
-            "get": {
-                **_get(
-                    "A trace this worker kept: its spans (start order) and its log lines.",
-                    trace,
-                    {"404": _problem_ref("Not kept here: evicted, never sampled, or served by another worker.")},
-                ),
-                "parameters": [parameter],
+    off = {"404": _problem_ref("The console is off (MODELLENS_CONSOLE=off, or telemetry off).")}
+
+    def page(summary: str, *, trace: bool = False) -> dict[str, Any]:
+        html = {"description": "OK", "content": {"text/html": {"schema": {"type": "string"}}}}
+        operation: dict[str, Any] = {"summary": summary, "responses": {"200": html, **off}}
+        if trace:
+            operation["parameters"] = [parameter]
+            operation["responses"]["404"] = {
+                "description": "Not kept here, or the console is off.",
+                "content": {"text/html": {"schema": {"type": "string"}}, **_problem_ref("")["content"]},
             }
+        return {"get": operation}
+
+    documented = {
+        "/console": page("Overview: the last hour per route, with exemplar dots that open their traces."),
+        "/console/traces": page("The traces this worker keeps."),
+        "/console/traces/{trace_id}": page("One trace: its spans as a waterfall, and its log lines.", trace=True),
+        "/console/logs": page("Recent log lines, by level, text and minutes."),
+        "/console/model": page("GET /monitoring, drawn."),
+    }
+    if not on:
+        api = ("/console/api/traces/{trace_id}", "/console/api/traces", "/console/api/overview", "/console/api/logs")
+        return {**documented, **{path: page("The console is off.", trace="{trace_id}" in path) for path in api}}
+    return {
+        **documented,
+        **{
+            "/console/api/traces/{trace_id}": {
+                "get": {
+                    **_get(
+                        "A trace this worker kept: its spans (start order) and its log lines.",
+                        trace,
+                        {"404": _problem_ref("Not kept here: evicted, never sampled, or served by another worker.")},
+                    ),
+                    "parameters": [parameter],
+                }
+            },
+            "/console/api/traces": {"get": _get("The traces this worker keeps, newest first.", {"type": "object"})},
+            "/console/api/overview": {
+                "get": _get("The last hour per route: rate, error ratio, p50/p95/p99, exemplars.", {"type": "object"})
+            },
+            "/console/api/logs": {"get": _get("Recent log lines (level, q, minutes).", {"type": "object"})},
         },
-        "/console/api/traces": {"get": _get("The traces this worker keeps, newest first.", {"type": "object"})},
-        "/console/api/overview": {
-            "get": _get("The last hour per route: rate, error ratio, p50/p95/p99, exemplars.", {"type": "object"})
-        },
-        "/console/api/logs": {"get": _get("Recent log lines (level, q, minutes).", {"type": "object"})},
     }
 
 
