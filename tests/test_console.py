@@ -2,8 +2,8 @@
 
 The browser test is the on-call path with nothing but `modellens serve`: a slowed request shows as an exemplar dot
 on the overview's latency chart; the dot opens its trace, with the fault stage span and its `fault.injected`
-attribute; the trace lists its `fault injected` log line, which links back to the trace. Screenshots of each view
-go to docs/console/ (the images docs/console.md shows).
+attribute; the trace lists its `fault injected` log line, which links back to the trace. It screenshots each view;
+with MODELLENS_UPDATE_SCREENSHOTS=1 they replace docs/console/*.png (the images docs/console.md shows).
 """
 
 from __future__ import annotations
@@ -155,7 +155,7 @@ def browser() -> Iterator[object]:
 @pytest.mark.slow
 class TestInABrowser:
     def test_from_a_latency_spike_to_its_trace_and_logs_and_back(
-        self, browser: object, regression_model_dir: Path
+        self, browser: object, regression_model_dir: Path, tmp_path: Path
     ) -> None:
         from playwright.sync_api import BrowserContext, expect
 
@@ -175,7 +175,7 @@ class TestInABrowser:
             page.goto(f"{url}/console")
             dot = page.locator(f'circle.exemplar[data-trace-id="{trace_id}"]')
             expect(dot).to_have_count(1)
-            _screenshot(page, "overview.png")
+            _screenshot(page, tmp_path, "overview.png")
             dot.click()
             page.wait_for_url(re.compile(f"/console/traces/{trace_id}$"))
             expect(page.locator("#trace-id")).to_have_text(trace_id)
@@ -183,24 +183,29 @@ class TestInABrowser:
             expect(fault).to_contain_text("fault.injected=True")
             line = page.locator("table.logs tr.log", has_text="fault injected")
             expect(line).to_have_count(1)
-            _screenshot(page, "trace.png")
+            _screenshot(page, tmp_path, "trace.png")
             line.locator("a.trace-link").click()
             page.wait_for_url(re.compile(f"/console/traces/{trace_id}#span-[0-9a-f]{{16}}$"))
             expect(page.locator("#trace-id")).to_have_text(trace_id)
             page.goto(f"{url}/console/logs?level=warning")
             expect(page.locator("table.logs tr.log", has_text="fault injected")).to_have_count(1)
-            _screenshot(page, "logs.png")
+            _screenshot(page, tmp_path, "logs.png")
             page.locator("table.logs tr.log", has_text="fault injected").locator("a.trace-link").click()
             page.wait_for_url(re.compile(f"/console/traces/{trace_id}$"))
             page.goto(f"{url}/console/model")
             expect(page.locator("tr.feature")).to_have_count(len(card.features))
-            _screenshot(page, "model.png")
+            _screenshot(page, tmp_path, "model.png")
             page.close()
 
 
-def _screenshot(page: object, name: str) -> None:
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(SCREENSHOTS / name), full_page=True)  # type: ignore[attr-defined]
+def _screenshot(page: object, directory: Path, name: str) -> None:
+    """A PNG of the page, kept in docs/console/ only when asked (the committed images stay put otherwise)."""
+    path = directory / name
+    page.screenshot(path=str(path), full_page=True)  # type: ignore[attr-defined]
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    if os.environ.get("MODELLENS_UPDATE_SCREENSHOTS") == "1":
+        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(path, SCREENSHOTS / name)
 
 
 @pytest.mark.slow
