@@ -117,6 +117,22 @@ class ModelMonitor:
             scored=scored, rejected=rejected,
         )  # fmt: skip
 
+    def window_bins(self) -> list[dict[str, Any]]:
+        """Per feature, then the prediction: its bins, the training shares and the window's shares (for a chart)."""
+        with self._lock:
+            self._fold()
+            window = self._window.counts()
+        drawn = []
+        for segment in self._layout.segments:
+            counts = window[segment.start : segment.stop]
+            rows = int(counts.sum())
+            drawn.append({
+                "name": segment.name or "prediction", "rows": rows, "labels": list(segment.distribution.labels),
+                "training": list(segment.distribution.shares),
+                "window": [int(c) / rows if rows else 0.0 for c in counts],
+            })  # fmt: skip
+        return drawn
+
     def window_scores(self) -> Scores:
         """(kind, name, slice value) → (PSI, JS distance) over the current window."""
         return self._window_readings()[1]

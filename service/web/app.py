@@ -120,7 +120,10 @@ def create_app(
         assert telemetry.span_store is not None and telemetry.request_series is not None
         monitoring_document = monitoring_routes.document if monitor is not None else None
         app.extensions[console_routes.EXTENSION] = console_routes.ConsoleState(
-            telemetry.span_store, telemetry.request_series, monitoring_document
+            telemetry.span_store,
+            telemetry.request_series,
+            monitoring_document,
+            monitor.window_bins if monitor is not None else None,
         )
         app.register_blueprint(console_routes.blueprint)
     else:

@@ -41,6 +41,7 @@ class ConsoleState:
     store: SpanStore
     series: RequestSeries
     monitoring: Callable[[], dict[str, Any]] | None  # GET /monitoring's document, when monitoring is on
+    bins: Callable[[], list[dict[str, Any]]] | None = None  # training vs window shares per feature (the monitor's)
 
 
 def _state() -> ConsoleState:
@@ -85,9 +86,10 @@ def logs() -> str:
 
 @blueprint.get("/console/model")
 def model() -> str:
-    monitoring = _state().monitoring
-    return render_template("console/model.html", page="model", monitoring=monitoring() if monitoring else None,
-                           **_common())  # fmt: skip
+    state = _state()
+    monitoring = state.monitoring() if state.monitoring else None
+    bins = {entry["name"]: entry for entry in state.bins()} if state.bins else {}
+    return render_template("console/model.html", page="model", monitoring=monitoring, bins=bins, **_common())
 
 
 # --- the JSON API -----------------------------------------------------------------------------------------------
