@@ -246,11 +246,27 @@ def _chart(route: str, data: dict[str, Any]) -> dict[str, Any]:
     def y(seconds: float) -> float:
         return round(height - bottom - (height - bottom - 8) * min(seconds / top, 1.0), 1)
 
-    lines = {name: " ".join(f"{x(p['time'])},{y(p[name])}" for p in points) for name in ("p50", "p95", "p99")}
+    lines = {name: [(x(p["time"]), y(p[name])) for p in points] for name in ("p50", "p95", "p99")}
     dots = [
         {"x": x(e["time"]), "y": y(e["seconds"]), "trace_id": e["trace_id"], "ms": round(e["seconds"] * 1000, 1)}
         for e in exemplars
     ]
+    spark = 56  # the rate and error charts' height
+
+    def bars(values: list[float]) -> list[dict[str, float]]:
+        """One bar per 10 s slot (a line would not show a single busy slot)."""
+        peak = max(values) or 1.0
+        return [
+            {
+                "x": x(p["time"]),
+                "height": round((spark - 10) * v / peak, 1),
+                "y": round(spark - 4 - (spark - 10) * v / peak, 1),
+            }
+            for p, v in zip(points, values, strict=True)
+        ]
+
+    rates = [p["rate"] for p in points]
+    error_ratios = [p["error_ratio"] for p in points]
     last = points[-1]
     ticks = [{"y": y(top * f / 4), "label": f"{top * f / 4 * 1000:.0f} ms"} for f in range(5)]
     requests = sum(p["requests"] for p in points)
@@ -259,4 +275,6 @@ def _chart(route: str, data: dict[str, Any]) -> dict[str, Any]:
         "route": route, "width": width, "height": height, "left": left, "bottom": bottom, "lines": lines,
         "dots": dots, "ticks": ticks, "requests": requests, "error_ratio": errors / requests if requests else 0.0,
         "rate": last["rate"], "p50": last["p50"], "p95": last["p95"], "p99": last["p99"],
+        "spark": spark, "rate_bars": bars(rates), "rate_peak": max(rates),
+        "error_bars": bars(error_ratios), "error_peak": max(error_ratios),
     }  # fmt: skip
