@@ -134,6 +134,13 @@ class TestProblems:
         assert response.headers["Content-Type"] == "application/problem+json"
         assert response.json()["status"] == 413
 
+    def test_an_oversized_header_is_a_problem_document_not_an_html_page(self, balancer: tuple[str, str]) -> None:
+        url, _ = balancer
+        response = requests.get(f"{url}/readyz", headers={"X-Big": "x" * 40_000}, timeout=10)
+        assert response.status_code == 400
+        assert response.headers["Content-Type"] == "application/problem+json"
+        assert response.json()["title"] == "Bad Request"
+
     def test_the_services_own_problems_pass_through(self, balancer: tuple[str, str]) -> None:
         url, _ = balancer
         response = requests.post(f"{url}/predict", json={"instances": [{"no_such_feature": 1}]}, timeout=10)
