@@ -46,6 +46,7 @@ def _train(args: argparse.Namespace) -> int:
             )
         else:
             dataset = load_bundled(dataset_name)
+        print(f"training {name} on {dataset.name} ({len(dataset.frame)} rows, {dataset.task})...", flush=True)
         card = train(dataset, output=output, name=name, seed=args.seed)  # the split can refuse the data too
     except DatasetError as error:
         print(f"error: {error}", file=sys.stderr)
@@ -213,7 +214,7 @@ def _parser() -> argparse.ArgumentParser:
     loadgen.add_argument(
         "--token-file",
         help="send the file's first token as a bearer token, for a service with MODELLENS_AUTH_TOKENS_FILE "
-        "(default: none)",
+        "(default: none; an empty value sends none)",
     )
     loadgen.add_argument("--json", action="store_true", help="print the summary as JSON")
     loadgen.add_argument("--quiet", action="store_true", help="no progress lines")

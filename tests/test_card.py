@@ -114,6 +114,20 @@ class TestCardDict:
             "missing_rate": 0.05,
         }
 
+    def test_integer_labels_round_trip_and_string_labels_write_no_key(self) -> None:
+        integer = _card(classes=("0", "1"), label_type="integer")
+        assert integer.to_dict()["label_type"] == "integer"
+        assert ModelCard.from_dict(integer.to_dict()) == integer
+        # A card written before label_type existed has no key: it loads, and its version is unchanged.
+        assert "label_type" not in _card().to_dict()
+        assert ModelCard.from_dict(_card().to_dict()).label_type == "string"
+
+    def test_integer_labels_need_integer_classes(self) -> None:
+        with pytest.raises(ValueError, match="'label_type' integer"):
+            _card(label_type="integer")  # classes cheap, dear
+        with pytest.raises(ValueError, match="'label_type' must be one of"):
+            _card(classes=("0", "1"), label_type="float")
+
     @pytest.mark.parametrize(
         ("change", "key"),
         [

@@ -102,6 +102,12 @@ class TestLoadCsv:
         dataset = load_csv(_write_csv(tmp_path / "d.csv"), "grade")
         assert dataset.class_names == ("1", "2", "3")
         assert set(dataset.target) == {"1", "2", "3"}
+        assert dataset.label_type == "integer"  # answered as 1, 2, 3
+
+    @pytest.mark.parametrize(("target", "label_type"), [("whole", "integer"), ("band", "string"), ("flag", "string")])
+    def test_label_type_follows_the_target_column(self, tmp_path: Path, target: str, label_type: str) -> None:
+        dataset = load_csv(_write_csv(tmp_path / "d.csv"), target, task="classification")
+        assert dataset.label_type == label_type
 
     def test_explicit_task_overrides_inference(self, tmp_path: Path) -> None:
         dataset = load_csv(_write_csv(tmp_path / "d.csv"), "whole", task="classification")

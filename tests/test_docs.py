@@ -34,6 +34,9 @@ NOT_RUN = {  # first word → why a test does not run it here
     "make": "`make run` is what the served model stands for; `make test`/`test-fast`/`lint` are this suite; "
     "`make up`/`smoke`/`down` need a Docker engine",
     "cp": "it would edit the user's .env.local (the compose stack's secrets)",
+    "echo": "it would edit the user's .env.local (the compose stack's secrets)",
+    "openssl": "it writes the user's own tokens file under secrets/ (and chgrp needs root); "
+    "tests/test_stack_config.py checks what the stack does with one",
     "open": "it opens a browser on Grafana, part of the compose stack",
     "docker": "needs a Docker engine",
     "kubectl": "needs a Kubernetes cluster; tests/test_kubernetes.py renders and validates the manifests offline",

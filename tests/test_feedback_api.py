@@ -19,10 +19,11 @@ import pytest
 import requests
 from flask.testing import FlaskClient
 from prometheus_client.parser import text_string_to_metric_families
+from sklearn.datasets import load_breast_cancer
 
 from service.artifact.card import ModelCard
-from service.artifact.datasets import load_bundled
-from service.artifact.training import to_matrix
+from service.artifact.datasets import load_bundled, load_csv
+from service.artifact.training import to_matrix, train
 from service.settings import Settings
 from service.web.app import create_app
 from service.web.feedback_body import MAX_IDS_IN_RESPONSE
@@ -114,6 +115,41 @@ class TestFeedbackEndpoint:
 
 
 @pytest.mark.slow
+class TestIntegerLabels:
+    """A classifier trained on a 0/1 column answers 0 and 1, and takes them back as labels."""
+
+    def test_predictions_and_labels_are_integers(self, tmp_path: Path, telemetry: InMemoryTelemetry) -> None:
+        data = load_breast_cancer(as_frame=True)
+        frame = data.data.iloc[:, :6].assign(malignant=data.target.to_numpy())  # an integer column, 0 and 1
+        frame.to_csv(tmp_path / "cells.csv", index=False)
+        model_dir = tmp_path / "cells"
+        card = train(load_csv(tmp_path / "cells.csv", "malignant"), output=model_dir, name="cells")
+        assert (card.classes, card.label_type) == (("0", "1"), "integer")
+        settings = Settings.from_env(
+            {}, model_dir=model_dir, max_batch=50, prediction_log=str(tmp_path / "predictions.sqlite3")
+        )
+        app = create_app(settings, telemetry=telemetry.telemetry)
+        try:
+            client = app.test_client()
+            features = frame.drop(columns="malignant")
+            instances = [dict(zip(features.columns, row, strict=True)) for row in features.to_numpy()[:40].tolist()]
+            body = client.post("/predict", json={"instances": instances}).get_json()
+            assert {type(p) for p in body["predictions"]} == {int}
+            assert set(body["predictions"]) <= {0, 1}
+            truth = frame["malignant"].to_numpy()[:40].tolist()
+            feedback = [
+                {"prediction_id": pid, "actual": y} for pid, y in zip(body["prediction_ids"], truth, strict=True)
+            ]
+            assert client.post("/feedback", json={"feedback": feedback}).get_json()["accepted"] == 40
+            summary = client.get("/monitoring").get_json()["realized_performance"]
+            assert summary["accuracy"] == pytest.approx(float(np.mean(np.array(body["predictions"]) == truth)))
+            schema = client.get("/openapi.json").get_json()["components"]["schemas"]
+            predictions = schema["PredictResponse"]["properties"]["predictions"]["items"]
+            assert predictions == {"type": "integer", "enum": [0, 1]}
+        finally:
+            app.extensions["modellens"].close()
+
+
 class TestAcrossRestarts:
     """A prediction acknowledged before a restart is in the log, and its label joins after the restart."""
 

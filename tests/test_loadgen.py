@@ -16,6 +16,7 @@ from service.rehearsal.scenarios import Phase, parse_schedule
 from tests.support.ports import free_port
 from tests.support.processes import ServiceProcess
 from tests.test_serving import serve
+from tests.test_stack_config import interpolate_values, read_env
 
 
 class TestSchedule:
@@ -45,8 +46,9 @@ class TestSchedule:
         assert capsys.readouterr().err.count("cannot reach the service") == 2
 
     def test_compose_loadgen_command_is_accepted(self, capsys: pytest.CaptureFixture[str]) -> None:
-        compose = yaml.safe_load((Path(__file__).parents[1] / "docker-compose.yml").read_text())
-        argv = [part.replace("${LOADGEN_RATE}", "5") for part in compose["services"]["loadgen"]["command"]]
+        root = Path(__file__).parents[1]
+        compose = yaml.safe_load((root / "docker-compose.yml").read_text())
+        argv = interpolate_values(compose["services"]["loadgen"]["command"], read_env(root / ".env"))
         argv[argv.index("--url") + 1] = f"http://127.0.0.1:{free_port()}"
         assert main(argv) == 2
         assert "cannot reach the service" in capsys.readouterr().err

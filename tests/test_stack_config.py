@@ -31,6 +31,8 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.sampling import ALWAYS_ON
 
 from otel.openmetrics import OpenMetricsReader
+from service.settings import Settings
+from service.web.auth import AuthError, read_tokens
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -55,6 +57,7 @@ BACKEND_DATA = {
 DATASOURCE_UIDS = {"prometheus", "tempo", "loki"}
 DASHBOARD_LOOKBACK_S = 24 * 3600  # dashboards look back at most 24h; retention must cover it
 SECRET_VARIABLES = {"GRAFANA_ADMIN_PASSWORD", "POSTGRES_PASSWORD"}
+OPTIONAL_VARIABLES = {"MODEL_TOKENS_FILE"}  # unset by default; documented (commented) in .env.example
 # compose-lint findings that stay, and why (anything else fails the test).
 JUSTIFIED_FINDINGS = {
     "CL-0019": (
@@ -83,7 +86,26 @@ def read_env(path: Path) -> dict[str, str]:
 
 
 def interpolate(text: str, env: dict[str, str]) -> str:
-    return VARIABLE.sub(lambda match: env.get(match["name"], ""), text)
+    """Compose's `${VAR}`, `${VAR:-default}` and `${VAR:+replacement}` (the forms this compose file uses)."""
+
+    def value(match: re.Match[str]) -> str:
+        current = env.get(match["name"], "")
+        if match["op"] == ":-":
+            return current or match["arg"]
+        if match["op"] == ":+":
+            return match["arg"] if current else ""
+        return current
+
+    return VARIABLE.sub(value, text)
+
+
+def interpolate_values(node: Any, env: dict[str, str]) -> Any:
+    """Interpolation as Compose applies it: to the parsed file's string values (an empty result stays "")."""
+    if isinstance(node, dict):
+        return {key: interpolate_values(value, env) for key, value in node.items()}
+    if isinstance(node, list):
+        return [interpolate_values(item, env) for item in node]
+    return interpolate(node, env) if isinstance(node, str) else node
 
 
 def duration_seconds(text: str) -> float:
@@ -177,6 +199,9 @@ class TestComposeFile:
             if name in SECRET_VARIABLES:
                 assert match["op"] == ":?", f"${{{name}}} must be required with :? and a message"
                 assert "set it in .env.local or the environment" in match["arg"]
+            elif name in OPTIONAL_VARIABLES:
+                assert match["op"] in (":-", ":+"), f"${{{name}}} is optional: it needs :- or :+"
+                assert f"# {name}=" in (ROOT / ".env.example").read_text(encoding="utf-8")
             else:
                 assert dotenv.get(name), f"${{{name}}} is used in docker-compose.yml but not set in .env"
 
@@ -323,6 +348,30 @@ class TestComposeFile:
         assert "ports" not in model  # reached through the load balancer only
         assert services["loadgen"]["command"][:3] == ["loadgen", "--url", "http://lb:8080"]
         assert services["loadgen"]["image"] == model["image"]
+
+    @pytest.mark.parametrize("tokens_file", ["", "./secrets/model-tokens"])
+    def test_the_writes_require_tokens_once_a_tokens_file_is_set(
+        self, compose: dict[str, Any], dotenv: dict[str, str], tokens_file: str
+    ) -> None:
+        """What the model and the load generator get, with MODEL_TOKENS_FILE unset and set in .env.local."""
+        env = {**dotenv, "MODEL_TOKENS_FILE": tokens_file, "POSTGRES_PASSWORD": "x"}
+        rendered = interpolate_values(yaml.safe_load(COMPOSE_FILE.read_text(encoding="utf-8")), env)
+        model, loadgen = rendered["services"]["model"], rendered["services"]["loadgen"]
+        mounted = "/run/secrets/model-tokens"
+        source = Path(rendered["secrets"]["model-tokens"]["file"])
+        assert model["secrets"] == loadgen["secrets"] == ["model-tokens"]
+        settings = Settings.from_env(model["environment"], model_dir=ROOT)
+        token_file = loadgen["command"][loadgen["command"].index("--token-file") + 1]
+        if tokens_file:
+            assert source == Path(tokens_file)
+            assert settings.auth_tokens_file == Path(mounted)
+            assert token_file == mounted
+        else:
+            assert (ROOT / source).is_file(), "the stand-in the secret mounts while no tokens file is set"
+            with pytest.raises(AuthError, match="holds no token"):
+                read_tokens(ROOT / source)  # were it ever read, it would refuse to start, not run open
+            assert settings.auth_tokens_file is None
+            assert token_file == ""
 
     def test_compose_lint_findings_are_addressed_or_justified(self) -> None:
         result = subprocess.run(
@@ -766,6 +815,7 @@ class FakeStack:
     loki_lines: int = 2
     requests: list[str] = field(default_factory=list)
     password: str = "s3cret"
+    model_token: str | None = None  # the bearer token /predict requires, as with MODEL_TOKENS_FILE
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -797,6 +847,8 @@ class _Handler(BaseHTTPRequestHandler):
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
         stack.requests.append(f"POST {self.path}")
         assert set(body["instances"][0]) == {"age", "region"}
+        if stack.model_token is not None and self.headers.get("Authorization") != f"Bearer {stack.model_token}":
+            return self._send({"title": "Unauthorized"}, 401)
         self._send({"predictions": [1.0]}, headers={"X-Trace-Id": stack.trace_id})
 
     def do_GET(self) -> None:
@@ -848,8 +900,11 @@ def fake_stack(stack: FakeStack) -> Iterator[str]:
         thread.join()
 
 
-def run_smoke(smoke: types.ModuleType, url: str, stack: FakeStack, tmp_path: Path) -> tuple[int, str]:
+def run_smoke(
+    smoke: types.ModuleType, url: str, stack: FakeStack, tmp_path: Path, env_local: str = ""
+) -> tuple[int, str]:
     (tmp_path / ".env").write_text("MODELLENS_SERVICE_NAME=modellens\nGRAFANA_ADMIN_USER=admin\n")
+    (tmp_path / ".env.local").write_text(env_local)
     environ = {"SMOKE_GRAFANA_URL": url, "SMOKE_MODEL_URL": url, "GRAFANA_ADMIN_PASSWORD": stack.password}
     output = io.StringIO()
     with redirect_stdout(output):
@@ -873,6 +928,17 @@ class TestSmokeScript:
         loki_query = f'{{service_name="modellens"}} | trace_id="{stack.trace_id}"'
         assert f"GET /api/datasources/proxy/uid/loki/loki/api/v1/query_range {loki_query}" in stack.requests
         assert "POST /predict" in stack.requests
+
+    def test_sends_the_model_token_when_the_stack_requires_one(self, smoke: types.ModuleType, tmp_path: Path) -> None:
+        (tmp_path / "secrets").mkdir()
+        (tmp_path / "secrets/model-tokens").write_text("# rotated monthly\n" + "t" * 32 + "\n" + "u" * 32 + "\n")
+        stack = FakeStack(model_token="t" * 32)
+        with fake_stack(stack) as url:
+            status, output = run_smoke(smoke, url, stack, tmp_path, "MODEL_TOKENS_FILE=./secrets/model-tokens\n")
+        assert status == 0, output
+        with fake_stack(stack) as url:  # the same stack without the token: /predict never answers 200
+            status, output = run_smoke(smoke, url, stack, tmp_path)
+        assert status == 1 and "never answered 200" in output
 
     def test_stops_at_the_first_broken_link(self, smoke: types.ModuleType, tmp_path: Path) -> None:
         stack = FakeStack(loki_lines=0)

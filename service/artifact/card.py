@@ -15,13 +15,16 @@ from typing import Any, Literal, get_args
 
 from service.artifact.digest import model_digest
 
-__all__ = ["CARD_FILE", "MODEL_FILE", "FeatureSpec", "FeatureType", "ModelCard", "Task", "content_version"]
+__all__ = ["CARD_FILE", "MODEL_FILE", "FeatureSpec", "FeatureType", "LabelType", "ModelCard", "Task", "content_version"]
 
 CARD_FILE = "model-card.json"
 MODEL_FILE = "model.skops"
 
 FeatureType = Literal["numeric", "categorical"]
 Task = Literal["regression", "classification"]
+# How a classifier's labels are written in JSON: as the strings the card lists, or as the integers an integer
+# target was (`train` stores a 0/1 target's classes as "0", "1" and answers 0 and 1).
+LabelType = Literal["string", "integer"]
 
 # Card fields that describe one training run rather than the model: left out of the version hash.
 _UNVERSIONED = frozenset({"version", "trained_at", "training_duration_seconds"})
@@ -73,6 +76,8 @@ class ModelCard:
     n_train: int
     n_holdout: int
     library_versions: dict[str, str]
+    # Optional in the file, written only when "integer": cards trained before it keep their version.
+    label_type: LabelType = "string"
 
     def __post_init__(self) -> None:
         if self.task not in get_args(Task):
@@ -85,6 +90,10 @@ class ModelCard:
             raise ValueError("'classes' must be empty for a regression model")
         if self.task == "classification" and len(set(self.classes)) < 2:
             raise ValueError("'classes' must hold at least two distinct labels for a classification model")
+        if self.label_type not in get_args(LabelType):
+            raise ValueError(f"'label_type' must be one of {get_args(LabelType)}")
+        if self.label_type == "integer" and len(self.integer_classes) != len(self.classes):
+            raise ValueError("'label_type' integer needs a classifier whose 'classes' are all integers")
 
     @property
     def feature_names(self) -> tuple[str, ...]:
@@ -121,12 +130,12 @@ class ModelCard:
             "n_train": self.n_train,
             "n_holdout": self.n_holdout,
             "library_versions": dict(self.library_versions),
-        }
+        } | ({"label_type": self.label_type} if self.label_type != "string" else {})
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> ModelCard:
         """Parse and validate a dict made by `to_dict`; ValueError names the offending key."""
-        _check_keys(data, _CARD_KEYS, "")
+        _check_keys(data, _CARD_KEYS, "", optional=_OPTIONAL_CARD_KEYS)
         version = _str(data, "version")
         if not _VERSION.fullmatch(version):
             raise ValueError("'version' must be 12 lowercase hex characters")
@@ -154,6 +163,7 @@ class ModelCard:
             n_train=_int(data, "n_train"),
             n_holdout=_int(data, "n_holdout"),
             library_versions={key: _str(versions, key, "library_versions.") for key in versions},
+            label_type=_str(data, "label_type") if "label_type" in data else "string",  # type: ignore[arg-type]
         )
 
     def save(self, directory: Path) -> Path:
@@ -191,6 +201,7 @@ def content_version(model_bytes: bytes, card: ModelCard, *, legacy: bool = False
 
 
 _CARD_KEYS = frozenset(ModelCard.__dataclass_fields__)
+_OPTIONAL_CARD_KEYS = frozenset({"label_type"})
 _FEATURE_KEYS = frozenset(FeatureSpec.__dataclass_fields__)
 
 
@@ -226,8 +237,10 @@ def _feature_from_dict(data: Any, where: str) -> FeatureSpec:
     )
 
 
-def _check_keys(data: Mapping[str, Any], expected: frozenset[str], where: str) -> None:
-    for key in sorted(expected - set(data)):
+def _check_keys(
+    data: Mapping[str, Any], expected: frozenset[str], where: str, optional: frozenset[str] = frozenset()
+) -> None:
+    for key in sorted(expected - optional - set(data)):
         raise ValueError(f"missing key '{where}{key}'")
     for key in sorted(set(data) - expected):
         raise ValueError(f"unknown key '{where}{key}'")

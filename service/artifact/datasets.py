@@ -12,7 +12,7 @@ import pandas as pd
 from pandas.api.types import is_bool_dtype, is_float_dtype, is_integer_dtype, is_numeric_dtype
 from sklearn.datasets import load_breast_cancer, load_diabetes, load_wine
 
-from service.artifact.card import Task
+from service.artifact.card import LabelType, Task
 
 __all__ = ["BUNDLED", "MIN_ROWS", "Dataset", "DatasetError", "load_bundled", "load_csv"]
 
@@ -42,6 +42,7 @@ class Dataset:
     task: Task
     target_name: str
     class_names: tuple[str, ...] = ()
+    label_type: LabelType = "string"  # "integer" when the classes came from an integer (or whole-float) target
 
     def __post_init__(self) -> None:
         columns = list(self.frame.columns)
@@ -134,7 +135,8 @@ def load_csv(
             raise DatasetError(f"{path}: regression needs a numeric target, {target!r} is {labels.dtype}")
         return Dataset(name, frame, labels.astype("float64"), task, target)
     classes = _as_labels(labels)
-    return Dataset(name, frame, classes, "classification", target, _class_names(classes))
+    label_type: LabelType = "integer" if _is_integral(labels) else "string"
+    return Dataset(name, frame, classes, "classification", target, _class_names(classes), label_type)
 
 
 def _infer_task(labels: pd.Series) -> Task:
@@ -154,6 +156,13 @@ def _convert(column: pd.Series) -> pd.Series:
         return column.astype("float64")
     values = [np.nan if pd.isna(value) else str(value) for value in column.to_numpy(dtype=object)]
     return pd.Series(values, index=column.index, name=column.name, dtype=object)
+
+
+def _is_integral(labels: pd.Series) -> bool:
+    # An integer column, or floats that are all whole (2.0): their labels answer as JSON integers.
+    if is_bool_dtype(labels) or not is_numeric_dtype(labels):
+        return False
+    return is_integer_dtype(labels) or bool((labels % 1 == 0).all())
 
 
 def _as_labels(labels: pd.Series) -> pd.Series:

@@ -49,6 +49,13 @@ class Model:
             return floats
         return [str(label) for label in raw.tolist()]
 
+    def to_response(self, predictions: list[float] | list[str]) -> list[float] | list[str] | list[int]:
+        """`to_python`'s values as a response writes them: an integer-labelled classifier's labels as integers.
+        Everything else (the prediction log, metrics, the feedback join) keeps the card's string labels."""
+        if self.card.label_type == "integer":
+            return [int(label) for label in predictions]
+        return predictions
+
 
 def load_model(directory: Path) -> Model:
     """Load `directory`'s model, refusing untrusted types, tampering, and a card that does not fit."""

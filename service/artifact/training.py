@@ -75,6 +75,7 @@ def train(dataset: Dataset, *, output: Path, name: str | None = None, seed: int 
         estimator=f"Pipeline(ColumnTransformer, {type(pipeline[-1]).__name__})",
         n_train=len(train_set.frame),
         n_holdout=len(holdout_set.frame),
+        label_type=dataset.label_type,
         library_versions={
             "scikit-learn": sklearn.__version__,
             "numpy": np.__version__,

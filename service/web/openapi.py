@@ -213,8 +213,11 @@ def _prediction_schema(card: ModelCard, *, label: bool = False) -> dict[str, Any
     """A prediction, or (`label`) a ground-truth label, whose magnitude the service bounds."""
     if card.task == "classification":
         labels: dict[str, Any] = {"type": "string", "enum": list(card.classes)}
-        if label and card.integer_classes:  # a label may also be sent as the integer the model was trained on
-            return {"oneOf": [labels, {"type": "integer", "enum": list(card.integer_classes)}]}
+        integers: dict[str, Any] = {"type": "integer", "enum": list(card.integer_classes)}
+        if card.label_type == "integer" and not label:
+            return integers  # an integer target's classes are answered as the integers it held
+        if label and card.integer_classes:  # a label may be sent as the string or as the integer
+            return {"oneOf": [labels, integers]}
         return labels
     if label:
         return {"type": "number", "minimum": -MAX_MAGNITUDE, "maximum": MAX_MAGNITUDE}

@@ -170,7 +170,7 @@ def predict() -> Response:
         for listener in state.on_served:
             headers.update(listener(served) or {})
     response = jsonify(
-        predictions=predictions,
+        predictions=model.to_response(predictions),
         prediction_ids=prediction_ids,
         model={"name": card.name, "version": card.version},
     )
