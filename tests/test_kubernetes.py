@@ -77,6 +77,8 @@ def _apply(document: dict[str, Any], operation: dict[str, Any]) -> None:
     if operation["op"] == "replace":
         assert last in node, f"replace of a missing {operation['path']}"
         node[last] = operation["value"]
+    elif operation["op"] == "add" and isinstance(node, list):
+        node.insert(len(node) if last == "-" else int(last), operation["value"])  # "-" appends
     elif operation["op"] == "add":
         node[last] = operation["value"]
     else:
@@ -194,3 +196,30 @@ def test_the_overlay_changes_what_it_says() -> None:
     (model,) = [c for c in _containers(overlay) if c["name"] == "model"]
     assert model["image"] == "registry.example.com/ml/modellens-model:0.1.0"
     assert _one(overlay, "StatefulSet", "modellens-postgres")["spec"]["replicas"] == 1  # the reference server
+
+
+def test_the_overlay_exposes_the_model_through_a_buffering_ingress_with_tokens() -> None:
+    base, overlay = build(DEPLOY / "base"), build(DEPLOY / "overlays/example")
+    assert not [d for d in base if d["kind"] == "Ingress"]
+    assert _one(base, "Service", "modellens-model")["spec"].get("type", "ClusterIP") == "ClusterIP"
+    ingress = _one(overlay, "Ingress", "modellens-model")
+    annotations = ingress["metadata"]["annotations"]
+    assert annotations["nginx.ingress.kubernetes.io/proxy-request-buffering"] == "on"
+    body_limit = int(annotations["nginx.ingress.kubernetes.io/proxy-body-size"].removesuffix("m")) * 1024 * 1024
+    assert body_limit > Settings().max_body_bytes  # the service's own 413 problem answers first
+    (path,) = ingress["spec"]["rules"][0]["http"]["paths"]
+    service = _one(overlay, "Service", "modellens-model")
+    assert path["backend"]["service"]["name"] == service["metadata"]["name"]
+    assert path["backend"]["service"]["port"]["name"] in {port["name"] for port in service["spec"]["ports"]}
+    # Reachable from outside, so the writes need a token: the tokens file is the mounted Secret's `tokens` key.
+    data = _one(overlay, "ConfigMap", "modellens-model")["data"]
+    deployment = _one(overlay, "Deployment", "modellens-model")
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
+    volumes = {v["name"]: v for v in deployment["spec"]["template"]["spec"]["volumes"]}
+    assert volumes["tokens"]["secret"]["secretName"] == "modellens-tokens"
+    assert (
+        data["MODELLENS_AUTH_TOKENS_FILE"] == mounts["tokens"] + "/" + volumes["tokens"]["secret"]["items"][0]["path"]
+    )
+    assert "postgres-password" in mounts  # appended to the base's mounts, not in place of them
+    assert Settings.from_env(data).auth_tokens_file is not None
