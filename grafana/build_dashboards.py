@@ -806,7 +806,8 @@ def _model_health() -> Dashboard:
                         "{{feature}} {{reason}}",
                     )
                 ],
-                description="missing, non_finite, wrong_type, below_min, above_max, unknown_category.",
+                description="Rejected rows: missing, wrong_type, non_finite, too_large. Scored rows: imputed, "
+                "below_min, above_max, unknown_category (docs/metrics.md, Data quality).",
             ),
             timeseries(
                 "Issues per row and rejected share (10m)",

@@ -64,7 +64,8 @@ def allowed_values(app: Flask, card: ModelCard, profile: ReferenceProfile) -> di
         "method": {"psi", "js", "chi2"},
         "status": set(DRIFT_STATUSES),
         "outcome": {"success", "error", "joined", "correct", "incorrect", "agree", "disagree", "compared"},
-        "reason": {"missing", "non_finite", "wrong_type", "below_min", "above_max", "unknown_category"}
+        "reason": {"missing", "imputed", "non_finite", "too_large", "wrong_type", "below_min", "above_max"}
+        | {"unknown_category"}
         | {"unknown_id", "duplicate"}
         | set(DROP_REASONS),
         "record": {"prediction", "shadow"},

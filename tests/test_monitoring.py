@@ -223,7 +223,7 @@ class TestHeldBackRows:
             snapshot = one_by_one.snapshot()
             assert snapshot == batched.snapshot()
             assert snapshot["rows_scored"] == 401
-            assert snapshot["features"]["bmi"]["quality_issues"] == {"missing": 58}
+            assert snapshot["features"]["bmi"]["quality_issues"] == {"imputed": 58}
             for name in ("model.feature.observations", "model.slice.prediction.observations",
                          "model.data_quality.issues"):  # fmt: skip
                 assert _points(first_reader.get_metrics_data(), name) == _points(second_reader.get_metrics_data(), name)
@@ -333,23 +333,26 @@ class TestDataQuality:
         good = {spec.name: (spec.min + spec.max) / 2 for spec in card.features}  # type: ignore[operator]
         bmi, bp = card.feature("bmi"), card.feature("bp")
         rows = [good] * 5
-        rows += [{**good, "bmi": None}] * 3  # missing, accepted and imputed
+        rows += [{**good, "bmi": None}] * 3  # null: accepted and imputed
         rows += [{**good, "bmi": bmi.max + 1}] * 2  # above the training max
         rows += [{**good, "bp": bp.min - 1}] * 4  # below the training min
+        bp_range = bp.max - bp.min  # type: ignore[operator]
+        rows += [{**good, "bp": bp.max + 0.2 * bp_range}] * 6  # past the max, within RANGE_TOLERANCE: not flagged
         assert client.post("/predict", json={"instances": rows}).status_code == 200
-        bad = json.dumps({"instances": [{**good, "bmi": float("nan")}, {**good, "bp": "x"}, good]})
+        bad = json.dumps({"instances": [{**good, "bmi": float("nan")}, {**good, "bp": "x"}, {**good, "s2": 1e101}]})
         assert client.post("/predict", data=bad, content_type="application/json").status_code == 422
         missing_key = {key: value for key, value in good.items() if key != "s1"}
         assert client.post("/predict", json={"instances": [missing_key]}).status_code == 422
         data = telemetry.metrics.get_metrics_data()
         issues = {(a["feature"], a["reason"]): v for a, v in _points(data, "model.data_quality.issues") if v}
         assert issues == {
-            ("bmi", "missing"): 3,
+            ("bmi", "imputed"): 3,
             ("bmi", "above_max"): 2,
             ("bp", "below_min"): 4,
             ("bmi", "non_finite"): 1,
             ("bp", "wrong_type"): 1,
-            ("s1", "missing"): 1,
+            ("s2", "too_large"): 1,  # finite, beyond ±1e100: not "non_finite"
+            ("s1", "missing"): 1,  # a key absent from a rejected row: not "imputed"
         }
         assert _points(data, "model.rows.rejected")[0][1] == 4  # 3 rows + 1 row in the two rejected requests
         summary = client.get("/monitoring").get_json()

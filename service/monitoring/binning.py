@@ -10,11 +10,11 @@ import numpy as np
 from service.artifact.card import ModelCard
 from service.artifact.profile import slice_label
 from service.monitoring.layout import BinLayout
-from service.monitoring.quality import QUALITY_REASONS, REASON_INDEX
+from service.monitoring.quality import QUALITY_REASONS, REASON_INDEX, range_bounds
 
 __all__ = ["Binner"]
 
-_MISSING, _BELOW_MIN, _ABOVE_MAX = REASON_INDEX["missing"], REASON_INDEX["below_min"], REASON_INDEX["above_max"]
+_IMPUTED, _BELOW_MIN, _ABOVE_MAX = REASON_INDEX["imputed"], REASON_INDEX["below_min"], REASON_INDEX["above_max"]
 _UNKNOWN_CATEGORY = REASON_INDEX["unknown_category"]
 
 
@@ -39,8 +39,9 @@ class Binner:
             edges[row, : len(distributions[j].edges)] = distributions[j].edges
         self._edges = edges[None, :, :]
         self._missing_bin = np.array([[len(distributions[j].labels) - 1 for j in self._numeric]], dtype=np.intp)
-        self._mins = np.array([specs[j].min for j in self._numeric], dtype=np.float64)
-        self._maxs = np.array([specs[j].max for j in self._numeric], dtype=np.float64)
+        bounds = [_bounds(specs[j].min, specs[j].max) for j in self._numeric]
+        self._mins = np.array([low for low, _ in bounds], dtype=np.float64)
+        self._maxs = np.array([high for _, high in bounds], dtype=np.float64)
         self._categorical_bins = [distributions[j] for j in self._categorical]
         self._features = len(specs)
 
@@ -79,7 +80,7 @@ class Binner:
             distribution = self._categorical_bins[position]
             column_bins = distribution.bin_indices(rows[:, j])
             bins[:, j] = column_bins
-            quality[j, _MISSING] = int((column_bins == len(distribution.labels) - 1).sum())
+            quality[j, _IMPUTED] = int((column_bins == len(distribution.labels) - 1).sum())
             quality[j, _UNKNOWN_CATEGORY] = int((column_bins == len(distribution.categories)).sum())
         return bins + self._starts, quality
 
@@ -91,7 +92,12 @@ class Binner:
         missing = np.isnan(values)
         if missing.any():
             bins = np.where(missing, self._missing_bin, bins)
-            quality[:, _MISSING] = missing.sum(axis=0)
+            quality[:, _IMPUTED] = missing.sum(axis=0)
         quality[:, _BELOW_MIN] = (values < self._mins).sum(axis=0)
         quality[:, _ABOVE_MAX] = (values > self._maxs).sum(axis=0)
         return bins
+
+
+def _bounds(low: float | None, high: float | None) -> tuple[float, float]:
+    # A feature with no training range (every training value missing) is never out of it.
+    return range_bounds(low, high) if low is not None and high is not None else (-np.inf, np.inf)

@@ -22,7 +22,7 @@ __all__ = ["MAX_MAGNITUDE", "InvalidInstances", "checked_rows", "numeric_matrix"
 # Finite numbers past this make a scaled feature overflow to infinity inside the model (a 500), and sums of them
 # (errors, histogram sums) useless: no real feature or label comes near it.
 MAX_MAGNITUDE = 1e100
-_OUT_OF_RANGE = ("non_finite", f"number out of range (|x| ≤ {MAX_MAGNITUDE:g})")
+_OUT_OF_RANGE = ("too_large", f"number out of range (|x| ≤ {MAX_MAGNITUDE:g})")
 _NUMERIC_TYPES = frozenset({float, int, type(None)})
 
 
