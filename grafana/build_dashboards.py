@@ -766,6 +766,24 @@ def _model_health() -> Dashboard:
                 "critical value (significant above 1), for the model's output distribution.",
             ),
             timeseries(
+                "Multivariate drift: reconstruction error vs training (5m)",
+                [
+                    Query(f"model:multivariate_effect:increase5m{{{scores}}}", "error growth {{model_version}}"),
+                    Query(
+                        f"model:multivariate_z:increase5m{{{scores}}} / model:multivariate_critical_z:increase5m"
+                        f"{{{scores}}}",
+                        "z / critical {{model_version}}",
+                    ),
+                ],
+                thresholds=[("green", None), ("orange", 0.1), ("red", 1)],
+                threshold_lines=True,
+                width=8,
+                description="The rows' squared PCA reconstruction error relative to held-out training rows (growth: "
+                "0.1 is 10 % above), and its z over the critical value (significant above 1). It sees the features' "
+                "joint distribution move (broken correlations, swapped columns) where each feature's own test is "
+                "quiet. No line: fewer than 100 rows in the window (ModelMultivariateDrift, docs/metrics.md).",
+            ),
+            timeseries(
                 "Prediction drift effect per slice value (5m)",
                 [Query(f"model_slice_prediction:drift_effect:rate5m{{{scores}}}", "{{slice}}={{slice_value}}")],
                 thresholds=effect_thresholds,

@@ -69,6 +69,7 @@ def allowed_values(app: Flask, card: ModelCard, profile: ReferenceProfile) -> di
         | {"unknown_id", "duplicate"}
         | set(DROP_REASONS),
         "record": {"prediction", "shadow"},
+        "statistic": {"mean", "std", "skewness"},
         "slice": set(profile.slices),
         "slice_value": slice_values,
         "actual_class": set(card.classes),

@@ -117,6 +117,7 @@ class TestInProcess:
                 assert repr(value) not in text, f"{path} shows a raw feature value"
         model = console.get("/console/model").get_data(as_text=True)
         assert model.count('class="card bins"') == len(card.features) + 1  # each feature, and the prediction
+        assert "Multivariate drift" in model and "insufficient_data" in model  # one row: too few for the test
 
     def test_console_pages_leave_no_trace_of_their_own(self, console: FlaskClient) -> None:
         for _ in range(5):

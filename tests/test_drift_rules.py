@@ -14,8 +14,11 @@ from scipy.stats import chi2_contingency
 
 from service.artifact.card import ModelCard
 from service.artifact.datasets import load_bundled
+from service.artifact.profile import ReferenceProfile
 from service.artifact.training import to_matrix
 from service.monitoring.drift import DRIFT_EFFECT, PSI_EPSILON
+from service.monitoring.multivariate import DRIFT_EFFECT as MULTIVARIATE_DRIFT_EFFECT
+from service.monitoring.multivariate import critical_z
 from tests.support.ports import free_port
 from tests.support.prometheus import PrometheusServer
 from tests.test_serving import serve
@@ -112,3 +115,53 @@ def test_rules_in_process_and_numpy_agree(regression_model_dir: Path) -> None:
         if spec.name == SHIFTED:
             assert in_process["status"] == promql_status == "drift"
             assert psi_rule[spec.name] > 0.25
+
+
+def test_multivariate_rules_in_process_and_numpy_agree(regression_model_dir: Path) -> None:
+    """The multivariate recording rules over a real scrape: the same mean error, z and decision as numpy computes
+    from the rows sent, and as the service decides in process (docs/metrics.md, "Multivariate drift")."""
+    card = ModelCard.load(regression_model_dir)
+    reference = ReferenceProfile.load(regression_model_dir).multivariate
+    assert reference is not None
+    rows = to_matrix(load_bundled("diabetes").frame, card).astype(np.float64)
+    rng = np.random.default_rng(12)
+    traffic = rows[rng.integers(0, len(rows), 600)]
+    column = card.feature_names.index("s2")  # correlated 0.9 with s1 in training; shuffled, its marginal stays
+    traffic[:, column] = rng.permutation(traffic[:, column])
+    port = free_port()
+    with (
+        serve(regression_model_dir, port, None, MODELLENS_DRIFT_WINDOW="1h") as _service,
+        PrometheusServer([("modellens", f"127.0.0.1:{port}", "/metrics")], rule_files=[RULES]) as prometheus,
+    ):
+        prometheus.wait_for_scrapes(2)
+        with requests.Session() as http:
+            for chunk in np.array_split(traffic, 30):
+                instances = [dict(zip(card.feature_names, row.tolist(), strict=True)) for row in chunk]
+                http.post(
+                    f"http://127.0.0.1:{port}/predict", json={"instances": instances}, timeout=10
+                ).raise_for_status()
+            in_process = http.get(f"http://127.0.0.1:{port}/monitoring", timeout=10).json()["multivariate"]
+        prometheus.wait_for(
+            "sum(model_multivariate_rows_total)", lambda r: bool(r) and float(r[0]["value"][1]) == len(traffic)
+        )
+        prometheus.wait_for_scrapes(2)
+        time.sleep(1.5)  # one more rule evaluation after the last scrape
+        mean = prometheus.wait_for("model:multivariate_error:mean5m", lambda r: len(r) == 1)
+        n = float(prometheus.query("model:multivariate_rows:increase5m")[0]["value"][1])
+        z_rule = float(prometheus.query("model:multivariate_z:increase5m")[0]["value"][1])
+        critical_rule = float(prometheus.query("model:multivariate_critical_z:increase5m")[0]["value"][1])
+        effect_rule = float(prometheus.query("model:multivariate_effect:increase5m")[0]["value"][1])
+        significant = prometheus.query("model:multivariate_significant:increase5m")
+
+    errors = reference.errors(traffic)
+    # Both counters start at 0 inside the window, so increase() extrapolates them alike: their ratio is exact.
+    assert float(mean[0]["value"][1]) == pytest.approx(errors.mean(), rel=1e-9)
+    direct_z = (errors.mean() - reference.error_mean) / (reference.error_std * np.sqrt(1 / n + 1 / reference.rows))
+    assert z_rule == pytest.approx(direct_z, rel=1e-9)
+    assert critical_rule == pytest.approx(critical_z(reference.error_skewness, n), rel=1e-9)
+    assert effect_rule == pytest.approx(errors.mean() / reference.error_mean - 1, rel=1e-9)
+    # In process, over the whole 1h window: every row sent, the same numbers to the JSON's 6 decimals.
+    assert in_process["window_rows"] == len(traffic)
+    assert in_process["error"] == pytest.approx(errors.mean(), abs=1e-6)
+    assert in_process["status"] == "drift"
+    assert significant and effect_rule >= MULTIVARIATE_DRIFT_EFFECT  # the alert's condition holds

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from service.artifact.card import ModelCard
+from service.artifact.reconstruction import ReconstructionReference, fit_reconstruction
 
 __all__ = [
     "MISSING",
@@ -132,6 +133,8 @@ class ReferenceProfile:
     features: dict[str, Distribution]
     prediction: Distribution
     slices: dict[str, SliceSpec]
+    # The numeric features' PCA (multivariate drift); None in profiles written before it, or with < 2 such features.
+    multivariate: ReconstructionReference | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -141,6 +144,7 @@ class ReferenceProfile:
             "features": {name: dist.to_dict() for name, dist in self.features.items()},
             "prediction": self.prediction.to_dict(),
             "slices": {name: spec.to_dict() for name, spec in self.slices.items()},
+            "multivariate": None if self.multivariate is None else self.multivariate.to_dict(),
         }
 
     @classmethod
@@ -153,6 +157,9 @@ class ReferenceProfile:
             features={name: _with_counts(Distribution.from_dict(d), rows) for name, d in data["features"].items()},
             prediction=_with_counts(Distribution.from_dict(data["prediction"]), rows),
             slices={name: SliceSpec.from_dict(s) for name, s in data["slices"].items()},
+            multivariate=None
+            if data.get("multivariate") is None
+            else ReconstructionReference.from_dict(data["multivariate"]),
         )
 
     def save(self, directory: Path) -> Path:
@@ -191,6 +198,10 @@ def build_profile(card: ModelCard, rows: np.ndarray, predictions: np.ndarray, *,
             values=tuple(values),
             predictions={value: _shares_like(prediction, predictions[labels == value]) for value in values},
         )
+    numeric = [j for j, spec in enumerate(card.features) if spec.type == "numeric"]
+    multivariate = fit_reconstruction(
+        tuple(card.features[j].name for j in numeric), rows[:, numeric].astype(np.float64)
+    )
     return ReferenceProfile(
         model_version=card.version,
         created_at=datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
@@ -198,6 +209,7 @@ def build_profile(card: ModelCard, rows: np.ndarray, predictions: np.ndarray, *,
         features=features,
         prediction=prediction,
         slices=slices,
+        multivariate=multivariate,
     )
 
 

@@ -20,9 +20,17 @@ from service.artifact.card import ModelCard
 from service.artifact.profile import ReferenceProfile
 from service.monitoring.binning import Binner
 from service.monitoring.layout import BinLayout
+from service.monitoring.multivariate import MultivariateDecision, RecentRows, decide
 from service.monitoring.observations import register_observations
 from service.monitoring.quality import QUALITY_REASONS, REASON_INDEX, QualityIssue
-from service.monitoring.snapshot import Decisions, Scores, summary, window_decisions, window_scores
+from service.monitoring.snapshot import (
+    Decisions,
+    Scores,
+    multivariate_entry,
+    summary,
+    window_decisions,
+    window_scores,
+)
 from service.monitoring.window import parse_window
 
 __all__ = ["ModelMonitor"]
@@ -58,6 +66,14 @@ class ModelMonitor:
         self._pending: list[tuple[np.ndarray, np.ndarray]] = []  # rows held back, see `observe`
         self._pending_rows = 0
         self._pending_stamp = 0
+        reference = profile.multivariate
+        self._recent = None if reference is None else RecentRows(
+            reference, [self._positions[name] for name in reference.features], clock=clock
+        )  # fmt: skip
+        self._span = self._window.describe()
+        self._multivariate_memo: tuple[tuple[int, int], MultivariateDecision] | None = None
+        self._scored = np.zeros(2)  # multivariate rows scored and the sum of their errors, since start-up
+        self._score_lock = threading.Lock()
         register_observations(meter, card, profile, self._layout, self)
 
     # --- the request path ---------------------------------------------------------------------------------
@@ -94,6 +110,8 @@ class ModelMonitor:
         self._totals += counts
         self._quality += quality
         self._window.add(counts, indices, self._pending_stamp)
+        if self._recent is not None:
+            self._recent.add(rows)  # a copy of the numeric columns; the PCA runs when something reads
 
     def record_rejection(self, issues: Iterable[QualityIssue], rows: int) -> None:
         """Count a rejected request: its rows, and each known feature's problem by reason."""
@@ -112,10 +130,15 @@ class ModelMonitor:
             self._fold()
             window, quality, rejected = self._window.counts(), self._quality.copy(), self._rejected_rows
             scored = int(self._totals[self._prediction.start : self._prediction.stop].sum())
-        return summary(
+        document = summary(
             self.card, self._layout, span=self._window.describe(), window=window, quality=quality,
             scored=scored, rejected=rejected,
         )  # fmt: skip
+        reference = self.profile.multivariate
+        document["multivariate"] = multivariate_entry(
+            self.multivariate_decision(), reference.features if reference is not None else ()
+        )
+        return document
 
     def window_bins(self) -> list[dict[str, Any]]:
         """Per feature, then the prediction: its bins, the training shares and the window's shares (for a chart)."""
@@ -153,6 +176,35 @@ class ModelMonitor:
         memo = (window, window_scores(self._layout, window), window_decisions(self._layout, window))
         self._memo = memo  # a race only computes the same readings twice
         return memo
+
+    def multivariate_decision(self) -> MultivariateDecision | None:
+        """The multivariate drift decision over the drift window (None without a multivariate reference), computed
+        again only when rows arrived or, for a time window, its time slot moved on."""
+        if self._recent is None or self.profile.multivariate is None:
+            return None
+        with self._lock:
+            self._fold()
+            key = (self._recent.version, self._window.stamp())
+            memo = self._multivariate_memo
+            if memo is not None and memo[0] == key:
+                return memo[1]
+            rows = self._recent.window(seconds=self._span.get("seconds"), rows=self._span.get("rows"))  # type: ignore[arg-type]
+        decision = decide(self.profile.multivariate, self.profile.multivariate.errors(rows))
+        self._multivariate_memo = (key, decision)
+        return decision
+
+    def multivariate_totals(self) -> tuple[int, float]:
+        """(rows scored, the sum of their reconstruction errors) since start-up: the counters PromQL pools over
+        replicas. Scores the rows that arrived since the last call."""
+        if self._recent is None or self.profile.multivariate is None:
+            return 0, 0.0
+        with self._score_lock:
+            with self._lock:
+                self._fold()
+                fresh = self._recent.take_new()
+            if len(fresh):
+                self._scored += (len(fresh), float(self.profile.multivariate.errors(fresh).sum()))
+            return int(self._scored[0]), float(self._scored[1])
 
     def totals(self) -> np.ndarray:
         """Counts per flat bin (see `BinLayout`) since start-up: a copy."""

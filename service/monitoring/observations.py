@@ -19,6 +19,7 @@ from service.artifact.card import ModelCard
 from service.artifact.profile import ReferenceProfile
 from service.monitoring.drift import STATUSES, critical_value, min_rows
 from service.monitoring.layout import BinLayout
+from service.monitoring.multivariate import MultivariateDecision
 from service.monitoring.quality import QUALITY_REASONS, REASONS_BY_TYPE
 from service.monitoring.snapshot import Decisions, Scores, families, family_of
 
@@ -48,6 +49,14 @@ class Readings(Protocol):
 
     def window_decisions(self) -> Decisions:
         """(kind, name, slice value) → the drift decision over the current window."""
+        ...
+
+    def multivariate_decision(self) -> MultivariateDecision | None:
+        """The multivariate drift decision over the window; None without a multivariate reference."""
+        ...
+
+    def multivariate_totals(self) -> tuple[int, float]:
+        """(rows scored, the sum of their reconstruction errors) since start-up."""
         ...
 
 
@@ -127,12 +136,67 @@ class _Observations:
                 "model.prediction.reference.spread", [self._spread_callback],
                 description="p90 - p10 of the training predictions: the scale for prediction disagreements.",
             )  # fmt: skip
+        if self._profile.multivariate is not None:
+            self._register_multivariate(meter)
         meter.create_observable_gauge("model.age", [self._age_callback], unit="s",
                                       description="Seconds since the serving model was trained.")  # fmt: skip
         meter.create_observable_gauge("model.reference.age", [self._reference_age_callback], unit="s",
                                       description="Seconds since the reference profile was computed.")  # fmt: skip
         meter.create_observable_gauge("model.training.duration", [self._training_callback], unit="s",
                                       description="How long training the serving model took.")  # fmt: skip
+
+    def _register_multivariate(self, meter: Meter) -> None:
+        """Multivariate drift (docs/metrics.md): the in-process decision, and the counters and reference moments
+        the recording rules pool over replicas to reach the same decision."""
+        reference = self._profile.multivariate
+        assert reference is not None
+        moments = [
+            Observation(value, {**self._common, "statistic": statistic})
+            for statistic, value in (("mean", reference.error_mean), ("std", reference.error_std),
+                                     ("skewness", reference.error_skewness))
+        ]  # fmt: skip
+        rows = [Observation(reference.rows, self._common)]
+        meter.create_observable_counter(
+            "model.multivariate.rows", [self._multivariate_counter(0)], unit="{row}",
+            description="Rows scored by the multivariate (PCA reconstruction) drift check.",
+        )  # fmt: skip
+        meter.create_observable_counter(
+            "model.multivariate.errors", [self._multivariate_counter(1)], unit="{score}",
+            description="Sum of the scored rows' squared PCA reconstruction errors.",
+        )  # fmt: skip
+        meter.create_observable_gauge(
+            "model.multivariate.reference.error", [lambda _options: moments], unit="{score}",
+            description="The reconstruction error on held-out training rows: statistic=mean, std or skewness.",
+        )  # fmt: skip
+        meter.create_observable_gauge(
+            "model.multivariate.reference.rows", [lambda _options: rows], unit="{row}",
+            description="Held-out training rows the reference error comes from.",
+        )  # fmt: skip
+        meter.create_observable_gauge(
+            "model.multivariate.drift.error", [self._multivariate_error], unit="{score}",
+            description="Mean PCA reconstruction error over the in-process drift window.",
+        )  # fmt: skip
+        meter.create_observable_gauge(
+            "model.multivariate.drift.status", [self._multivariate_status],
+            description="The multivariate drift decision over the window: 1 for the current status, 0 for the others.",
+        )  # fmt: skip
+
+    def _multivariate_counter(self, index: int) -> _Callback:
+        def callback(_options: CallbackOptions) -> Iterable[Observation]:
+            yield Observation(self._readings.multivariate_totals()[index], self._common)
+
+        return callback
+
+    def _multivariate_error(self, _options: CallbackOptions) -> Iterable[Observation]:
+        decision = self._readings.multivariate_decision()
+        if decision is not None and np.isfinite(decision.error_mean):
+            yield Observation(decision.error_mean, self._common)
+
+    def _multivariate_status(self, _options: CallbackOptions) -> Iterable[Observation]:
+        decision = self._readings.multivariate_decision()
+        if decision is not None:
+            for status in STATUSES:
+                yield Observation(int(decision.status == status), {**self._common, "status": status})
 
     def _counts_callback(self, kind: str) -> _Callback:
         segments = self._layout.of_kind(kind)

@@ -15,6 +15,8 @@ import numpy as np
 from service.artifact.card import ModelCard
 from service.monitoring.drift import Decision, decide, js_distance, psi
 from service.monitoring.layout import BinLayout, Segment
+from service.monitoring.multivariate import MIN_ROWS as MULTIVARIATE_MIN_ROWS
+from service.monitoring.multivariate import MultivariateDecision
 from service.monitoring.quality import QUALITY_REASONS
 
 __all__ = [
@@ -22,6 +24,7 @@ __all__ = [
     "Scores",
     "families",
     "family_of",
+    "multivariate_entry",
     "segment_decision",
     "segment_scores",
     "summary",
@@ -131,6 +134,29 @@ def _drift(segment: Segment, window: np.ndarray, family: int) -> dict[str, Any]:
             "family_size": family,
             "min_rows": int(decision.min_rows) if math.isfinite(decision.min_rows) else None,
             "effect": _json_float(decision.effect),
+        },
+    }
+    if decision.reason is not None:
+        entry["reason"] = decision.reason
+    return entry
+
+
+def multivariate_entry(decision: MultivariateDecision | None, features: tuple[str, ...]) -> dict[str, Any] | None:
+    """`GET /monitoring`'s `multivariate` entry: the PCA reconstruction-error decision over the window."""
+    if decision is None:
+        return None
+    entry: dict[str, Any] = {
+        "status": decision.status,
+        "method": "pca_reconstruction_error",
+        "features": list(features),
+        "window_rows": decision.rows,
+        "error": _json_float(decision.error_mean),
+        "reference_error": _json_float(decision.reference_error),
+        "effect": _json_float(decision.effect),
+        "test": {
+            "z": _json_float(decision.z),
+            "critical_value": _json_float(decision.critical_value),
+            "min_rows": MULTIVARIATE_MIN_ROWS,
         },
     }
     if decision.reason is not None:

@@ -9,7 +9,9 @@ from typing import Any
 
 __all__ = ["DATA_QUALITY_ALERTS", "DRIFT_ALERTS", "HISTORY_QUERY", "Alert", "category", "merge_alerts"]
 
-DRIFT_ALERTS = frozenset({"ModelFeatureDrift", "ModelFeatureDriftWarning", "ModelPredictionDrift"})
+DRIFT_ALERTS = frozenset(
+    {"ModelFeatureDrift", "ModelFeatureDriftWarning", "ModelPredictionDrift", "ModelMultivariateDrift"}
+)
 DATA_QUALITY_ALERTS = frozenset({"ModelDataQualitySpike"})
 HISTORY_QUERY = 'ALERTS{alertstate="firing"}'
 _HIDDEN = frozenset({"alertname", "alertstate", "__name__"})

@@ -309,6 +309,30 @@ def _monitoring_schema(card: ModelCard) -> dict[str, Any]:
             },
             "prediction": drift,
             "slices": {"type": "object", "additionalProperties": {"type": "object", "additionalProperties": drift}},
+            "multivariate": {
+                "oneOf": [{"type": "null"}, _multivariate_schema()],
+                "description": 'PCA reconstruction-error drift over the window (docs/metrics.md, "Multivariate '
+                'drift"); null when the model has fewer than two numeric features.',
+            },
+        },
+    }
+
+
+def _multivariate_schema() -> dict[str, Any]:
+    number = {"type": ["number", "null"]}
+    return {
+        "type": "object",
+        "required": ["status", "method", "features", "window_rows", "error", "reference_error", "effect", "test"],
+        "properties": {
+            "status": {"enum": list(STATUSES)},
+            "method": {"const": "pca_reconstruction_error"},
+            "features": {"type": "array", "items": {"type": "string"}},
+            "window_rows": {"type": "integer", "minimum": 0},
+            "error": number,
+            "reference_error": number,
+            "effect": number,
+            "reason": {"type": "string", "description": "Why the status is insufficient_data."},
+            "test": _object({"z": number, "critical_value": number, "min_rows": {"type": "integer"}}),
         },
     }
 
