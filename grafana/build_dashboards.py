@@ -917,6 +917,20 @@ def _model_health() -> Dashboard:
                 description="Regression models.",
             ),
             timeseries(
+                "Per-class precision, recall and F1, last hour",
+                [
+                    Query(
+                        f'job_model_class:model_feedback_{name}:ratio_rate1h{{job="$job", model_name="$model_name"}}',
+                        f"{name} {{{{class}}}} {{{{model_version}}}}",
+                    )
+                    for name in ("precision", "recall", "f1")
+                ],
+                unit="percentunit",
+                width=8,
+                description="Classification models, from the confusion counters (recording rules). A class never "
+                "predicted has no precision line, one never labelled no recall line.",
+            ),
+            timeseries(
                 "Feedback labels and rejections per second",
                 [
                     Query(
