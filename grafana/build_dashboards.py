@@ -894,10 +894,17 @@ def _model_health() -> Dashboard:
                         'job_model:model_feedback_correct:ratio_rate1d{job="$job", model_name="$model_name"}',
                         "1d {{model_version}}",
                     ),
+                    Query(
+                        "job_model:model_prediction_expected_accuracy:ratio_rate1h"
+                        '{job="$job", model_name="$model_name"}',
+                        "expected 1h (CBPE) {{model_version}}",
+                    ),
                 ],
                 unit="percentunit",
                 width=8,
-                description="Classification models.",
+                description="Classification models. Realized accuracy from joined labels (1h, 1d) beside the "
+                "accuracy expected from the model's calibrated probabilities (CBPE, no labels needed): a gap that "
+                "opens says the probabilities no longer describe the traffic (docs/metrics.md).",
             ),
             timeseries(
                 "MAE and RMSE, last hour",

@@ -78,6 +78,9 @@ class ModelCard:
     library_versions: dict[str, str]
     # Optional in the file, written only when "integer": cards trained before it keep their version.
     label_type: LabelType = "string"
+    # A classifier's probability temperature, fitted on the holdout (`service.artifact.calibration`); None for
+    # regressors and for cards trained before it (no confidence-based estimate then).
+    calibration_temperature: float | None = None
 
     def __post_init__(self) -> None:
         if self.task not in get_args(Task):
@@ -94,6 +97,9 @@ class ModelCard:
             raise ValueError(f"'label_type' must be one of {get_args(LabelType)}")
         if self.label_type == "integer" and len(self.integer_classes) != len(self.classes):
             raise ValueError("'label_type' integer needs a classifier whose 'classes' are all integers")
+        temperature = self.calibration_temperature
+        if temperature is not None and (self.task != "classification" or not 0 < temperature < math.inf):
+            raise ValueError("'calibration_temperature' must be a positive number, for a classifier only")
 
     @property
     def feature_names(self) -> tuple[str, ...]:
@@ -115,22 +121,30 @@ class ModelCard:
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict (tuples become lists)."""
-        return {
-            "name": self.name,
-            "version": self.version,
-            "trained_at": self.trained_at,
-            "dataset": self.dataset,
-            "task": self.task,
-            "target": self.target,
-            "features": [_feature_to_dict(spec) for spec in self.features],
-            "classes": list(self.classes),
-            "metrics": dict(self.metrics),
-            "training_duration_seconds": self.training_duration_seconds,
-            "estimator": self.estimator,
-            "n_train": self.n_train,
-            "n_holdout": self.n_holdout,
-            "library_versions": dict(self.library_versions),
-        } | ({"label_type": self.label_type} if self.label_type != "string" else {})
+        return (
+            {
+                "name": self.name,
+                "version": self.version,
+                "trained_at": self.trained_at,
+                "dataset": self.dataset,
+                "task": self.task,
+                "target": self.target,
+                "features": [_feature_to_dict(spec) for spec in self.features],
+                "classes": list(self.classes),
+                "metrics": dict(self.metrics),
+                "training_duration_seconds": self.training_duration_seconds,
+                "estimator": self.estimator,
+                "n_train": self.n_train,
+                "n_holdout": self.n_holdout,
+                "library_versions": dict(self.library_versions),
+            }
+            | ({"label_type": self.label_type} if self.label_type != "string" else {})
+            | (
+                {"calibration_temperature": self.calibration_temperature}
+                if self.calibration_temperature is not None
+                else {}
+            )
+        )
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> ModelCard:
@@ -164,6 +178,9 @@ class ModelCard:
             n_holdout=_int(data, "n_holdout"),
             library_versions={key: _str(versions, key, "library_versions.") for key in versions},
             label_type=_str(data, "label_type") if "label_type" in data else "string",  # type: ignore[arg-type]
+            calibration_temperature=None
+            if data.get("calibration_temperature") is None
+            else _float(data["calibration_temperature"], "calibration_temperature"),
         )
 
     def save(self, directory: Path) -> Path:
@@ -201,7 +218,7 @@ def content_version(model_bytes: bytes, card: ModelCard, *, legacy: bool = False
 
 
 _CARD_KEYS = frozenset(ModelCard.__dataclass_fields__)
-_OPTIONAL_CARD_KEYS = frozenset({"label_type"})
+_OPTIONAL_CARD_KEYS = frozenset({"label_type", "calibration_temperature"})
 _FEATURE_KEYS = frozenset(FeatureSpec.__dataclass_fields__)
 
 

@@ -10,6 +10,7 @@ import numpy as np
 import skops.io as sio
 from sklearn.base import BaseEstimator
 
+from service.artifact.calibration import calibrate
 from service.artifact.card import CARD_FILE, MODEL_FILE, ModelCard, content_version
 
 __all__ = ["Model", "ModelLoadError", "load_model"]
@@ -31,12 +32,27 @@ class Model:
         self.card = card
         self._estimator = estimator
         self._n_features = len(card.features)
+        can_score = callable(getattr(estimator, "predict_proba", None))
+        self._temperature = card.calibration_temperature if can_score else None
+        self._classes = np.asarray(getattr(estimator, "classes_", ()))
 
     def predict_array(self, rows: np.ndarray) -> np.ndarray:
         """Raw predictions for an n × n_features array in card feature order (float64 or object dtype)."""
         if rows.ndim != 2 or rows.shape[1] != self._n_features:
             raise ValueError(f"expected rows of shape (n, {self._n_features}), got {rows.shape}")
         return np.asarray(self._estimator.predict(rows))
+
+    def predict_with_probabilities(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """`predict_array`'s output and, for a classifier with a calibration temperature, the calibrated
+        probabilities (n × classes, in `card.classes` order) from the same pass: the label is the most probable
+        class, as the estimator's own `predict` picks it."""
+        if self._temperature is None:
+            return self.predict_array(rows), None
+        if rows.ndim != 2 or rows.shape[1] != self._n_features:
+            raise ValueError(f"expected rows of shape (n, {self._n_features}), got {rows.shape}")
+        probabilities = np.asarray(self._estimator.predict_proba(rows))
+        labels = self._classes[np.argmax(probabilities, axis=1)]
+        return labels, calibrate(probabilities, self._temperature)
 
     def predict(self, rows: np.ndarray) -> list[float] | list[str]:
         """Predictions as Python values: floats for regression, class labels (str) for classification."""

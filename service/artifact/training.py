@@ -32,6 +32,7 @@ from sklearn.model_selection import train_test_split
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
+from service.artifact.calibration import calibrate, fit_temperature
 from service.artifact.card import MODEL_FILE, FeatureSpec, ModelCard, Task, content_version
 from service.artifact.datasets import Dataset, DatasetError, load_bundled
 from service.artifact.profile import build_profile
@@ -61,6 +62,7 @@ def train(dataset: Dataset, *, output: Path, name: str | None = None, seed: int 
     buffer = io.BytesIO()
     sio.dump(pipeline, buffer)
     model_bytes = buffer.getvalue()
+    temperature = _temperature(pipeline, holdout_set, features) if dataset.task == "classification" else None
     card = ModelCard(
         name=name or _default_name(dataset.name),
         version="",
@@ -70,12 +72,13 @@ def train(dataset: Dataset, *, output: Path, name: str | None = None, seed: int 
         target=dataset.target_name,
         features=features,
         classes=tuple(str(label) for label in pipeline.classes_) if dataset.task == "classification" else (),
-        metrics=_holdout_metrics(pipeline, holdout_set, features),
+        metrics=_holdout_metrics(pipeline, holdout_set, features, temperature),
         training_duration_seconds=duration,
         estimator=f"Pipeline(ColumnTransformer, {type(pipeline[-1]).__name__})",
         n_train=len(train_set.frame),
         n_holdout=len(holdout_set.frame),
         label_type=dataset.label_type,
+        calibration_temperature=temperature,
         library_versions={
             "scikit-learn": sklearn.__version__,
             "numpy": np.__version__,
@@ -201,7 +204,15 @@ def fit_pipeline(dataset: Dataset, features: Sequence[FeatureSpec]) -> Pipeline:
     return pipeline
 
 
-def _holdout_metrics(pipeline: Pipeline, holdout: Dataset, features: Sequence[FeatureSpec]) -> dict[str, float]:
+def _temperature(pipeline: Pipeline, holdout: Dataset, features: Sequence[FeatureSpec]) -> float:
+    """The probability temperature that calibrates the classifier on the holdout."""
+    truth = np.searchsorted(pipeline.classes_, holdout.target.to_numpy())
+    return fit_temperature(pipeline.predict_proba(to_matrix(holdout.frame, features)), truth)
+
+
+def _holdout_metrics(
+    pipeline: Pipeline, holdout: Dataset, features: Sequence[FeatureSpec], temperature: float | None = None
+) -> dict[str, float]:
     rows = to_matrix(holdout.frame, features)
     truth = holdout.target.to_numpy()
     predicted = pipeline.predict(rows)
@@ -215,6 +226,8 @@ def _holdout_metrics(pipeline: Pipeline, holdout: Dataset, features: Sequence[Fe
         "accuracy": float(accuracy_score(truth, predicted)),
         "f1_macro": float(f1_score(truth, predicted, average="macro")),
     }
+    if temperature is not None:  # CBPE on the holdout the temperature was fitted on: the estimate's best case
+        metrics["expected_accuracy"] = float(calibrate(pipeline.predict_proba(rows), temperature).max(axis=1).mean())
     if len(pipeline.classes_) == 2:
         positive = pipeline.predict_proba(rows)[:, 1]
         metrics["roc_auc"] = float(roc_auc_score(truth == pipeline.classes_[1], positive))

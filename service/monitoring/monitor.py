@@ -66,6 +66,8 @@ class ModelMonitor:
         self._pending: list[tuple[np.ndarray, np.ndarray]] = []  # rows held back, see `observe`
         self._pending_rows = 0
         self._pending_stamp = 0
+        self._pending_confidence: list[np.ndarray] = []  # held-back rows' calibrated probabilities
+        self._confidence = np.zeros(2)  # rows with probabilities, and the sum of their predicted class's probability
         reference = profile.multivariate
         self._recent = None if reference is None else RecentRows(
             reference, [self._positions[name] for name in reference.features], clock=clock
@@ -77,13 +79,14 @@ class ModelMonitor:
         register_observations(meter, card, profile, self._layout, self)
 
     # --- the request path ---------------------------------------------------------------------------------
-    def observe(self, rows: np.ndarray, predictions: np.ndarray) -> None:
+    def observe(self, rows: np.ndarray, predictions: np.ndarray, probabilities: np.ndarray | None = None) -> None:
         """Count one request's scored rows (n × features, card order) and their predictions.
 
         Rows are held back and binned together once `_FOLD_ROWS` have arrived (or their window time slot ends),
         in one vectorised pass, far cheaper per row than binning each alone (micro-benchmark `monitor`,
         `benchmarks/micro.py`). Every read folds
         them in first, so what is read is always exact. The arrays are kept, so the caller must not change them.
+        `probabilities` (a calibrated classifier's, n × classes) add to the confidence-based expected accuracy.
         """
         stamp = self._window.stamp()
         with self._lock:
@@ -92,6 +95,8 @@ class ModelMonitor:
             self._pending_stamp = stamp
             self._pending.append((rows, predictions))
             self._pending_rows += len(rows)
+            if probabilities is not None:
+                self._pending_confidence.append(probabilities)
             if self._pending_rows >= _FOLD_ROWS:
                 self._fold()
 
@@ -105,6 +110,10 @@ class ModelMonitor:
             rows = np.concatenate([rows for rows, _ in self._pending])
             predictions = np.concatenate([predictions for _, predictions in self._pending])
         self._pending, self._pending_rows = [], 0
+        if self._pending_confidence:
+            scored = np.concatenate(self._pending_confidence)
+            self._confidence += (len(scored), float(scored.max(axis=1).sum()))
+            self._pending_confidence = []
         indices, quality = self._binner.bin(rows, predictions)
         counts = np.bincount(indices.ravel(), minlength=self._size)
         self._totals += counts
@@ -135,6 +144,12 @@ class ModelMonitor:
             scored=scored, rejected=rejected,
         )  # fmt: skip
         reference = self.profile.multivariate
+        rows, expected = self.expected_correct()
+        temperature = self.card.calibration_temperature
+        document["estimated_performance"] = None if temperature is None else {
+            "method": "cbpe", "rows": rows, "expected_accuracy": round(expected / rows, 6) if rows else None,
+            "calibration_temperature": round(temperature, 6),
+        }  # fmt: skip
         document["multivariate"] = multivariate_entry(
             self.multivariate_decision(), reference.features if reference is not None else ()
         )
@@ -192,6 +207,13 @@ class ModelMonitor:
         decision = decide(self.profile.multivariate, self.profile.multivariate.errors(rows))
         self._multivariate_memo = (key, decision)
         return decision
+
+    def expected_correct(self) -> tuple[int, float]:
+        """(rows scored with calibrated probabilities, the sum of each one's predicted-class probability) since
+        start-up: the expected number of correct predictions (CBPE); their ratio is the expected accuracy."""
+        with self._lock:
+            self._fold()
+            return int(self._confidence[0]), float(self._confidence[1])
 
     def multivariate_totals(self) -> tuple[int, float]:
         """(rows scored, the sum of their reconstruction errors) since start-up: the counters PromQL pools over

@@ -59,6 +59,10 @@ class Readings(Protocol):
         """(rows scored, the sum of their reconstruction errors) since start-up."""
         ...
 
+    def expected_correct(self) -> tuple[int, float]:
+        """(rows with calibrated probabilities, the sum of their predicted class's probability) since start-up."""
+        ...
+
 
 def register_observations(
     meter: Meter, card: ModelCard, profile: ReferenceProfile, layout: BinLayout, readings: Readings
@@ -138,6 +142,16 @@ class _Observations:
             )  # fmt: skip
         if self._profile.multivariate is not None:
             self._register_multivariate(meter)
+        if self._card.calibration_temperature is not None:
+            meter.create_observable_counter(
+                "model.prediction.confidence.rows", [self._confidence_callback(0)], unit="{prediction}",
+                description="Predictions scored with calibrated probabilities (the denominator of CBPE).",
+            )  # fmt: skip
+            meter.create_observable_counter(
+                "model.prediction.expected_correct", [self._confidence_callback(1)], unit="{prediction}",
+                description="Sum of each prediction's calibrated probability of being right: expected correct "
+                "predictions (confidence-based performance estimation, CBPE).",
+            )  # fmt: skip
         meter.create_observable_gauge("model.age", [self._age_callback], unit="s",
                                       description="Seconds since the serving model was trained.")  # fmt: skip
         meter.create_observable_gauge("model.reference.age", [self._reference_age_callback], unit="s",
@@ -180,6 +194,12 @@ class _Observations:
             "model.multivariate.drift.status", [self._multivariate_status],
             description="The multivariate drift decision over the window: 1 for the current status, 0 for the others.",
         )  # fmt: skip
+
+    def _confidence_callback(self, index: int) -> _Callback:
+        def callback(_options: CallbackOptions) -> Iterable[Observation]:
+            yield Observation(self._readings.expected_correct()[index], self._common)
+
+        return callback
 
     def _multivariate_counter(self, index: int) -> _Callback:
         def callback(_options: CallbackOptions) -> Iterable[Observation]:

@@ -86,7 +86,7 @@ def create_app(
         app.register_error_handler(InjectedFault, _on_injected)
     if monitor is not None:
         on_rejected.append(monitor.record_rejection)
-        on_served.append(lambda served: monitor.observe(served.rows, served.raw))
+        on_served.append(lambda served: monitor.observe(served.rows, served.raw, served.probabilities))
         sections: list[tuple[str, Callable[[], dict[str, Any]]]] = []
         if shadow is not None:
             sections.append(("shadow", shadow.summary))

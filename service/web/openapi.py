@@ -309,6 +309,21 @@ def _monitoring_schema(card: ModelCard) -> dict[str, Any]:
             },
             "prediction": drift,
             "slices": {"type": "object", "additionalProperties": {"type": "object", "additionalProperties": drift}},
+            "estimated_performance": {
+                "oneOf": [
+                    {"type": "null"},
+                    _object(
+                        {
+                            "method": {"const": "cbpe"},
+                            "rows": {"type": "integer", "minimum": 0},
+                            "expected_accuracy": {"type": ["number", "null"], "minimum": 0, "maximum": 1},
+                            "calibration_temperature": {"type": "number", "exclusiveMinimum": 0},
+                        }
+                    ),
+                ],
+                "description": "A calibrated classifier's expected accuracy since start-up, from its own "
+                'probabilities (docs/metrics.md, "Performance without labels"); null otherwise.',
+            },
             "multivariate": {
                 "oneOf": [{"type": "null"}, _multivariate_schema()],
                 "description": 'PCA reconstruction-error drift over the window (docs/metrics.md, "Multivariate '

@@ -52,6 +52,7 @@ class Served:
     body: bytes  # the request body as received, for the prediction log
     rows: np.ndarray  # validated, in the card's feature order
     raw: np.ndarray  # the model's output array
+    probabilities: np.ndarray | None  # a calibrated classifier's class probabilities (n × classes), else None
     predictions: list[Any]  # what the response says
     trace_id: str | None  # the request's trace, None when it is not sampled into a valid context
 
@@ -148,7 +149,7 @@ def predict() -> Response:
         span.set_attribute("model.batch.size", len(rows))
         started = time.perf_counter()
         try:
-            raw = model.predict_array(rows)
+            raw, probabilities = model.predict_with_probabilities(rows)
         except Exception:
             state.instruments.record_error(len(rows))
             raise
@@ -164,6 +165,7 @@ def predict() -> Response:
             body=body,
             rows=rows,
             raw=raw,
+            probabilities=probabilities,
             predictions=predictions,
             trace_id=format(span_context.trace_id, "032x") if span_context.is_valid else None,
         )
