@@ -9,6 +9,7 @@ import pytest
 from flask.testing import FlaskClient
 from prometheus_client.parser import text_string_to_metric_families
 from scipy.special import softmax
+from sklearn.metrics import roc_auc_score
 
 from service.artifact.calibration import calibrate, fit_temperature
 from service.artifact.card import ModelCard
@@ -81,7 +82,8 @@ class TestExpectedAccuracy:
             truth = holdout.target.tolist()
             labels = [{"prediction_id": p, "actual": y} for p, y in zip(body["prediction_ids"], truth, strict=True)]
             assert client.post("/feedback", json={"feedback": labels}).status_code == 200
-            realized = client.get("/monitoring").get_json()["realized_performance"]["accuracy"]
+            performance = client.get("/monitoring").get_json()["realized_performance"]
+            realized = performance["accuracy"]
             expected_correct = _counter(client, "model_prediction_expected_correct_total")
             scored = _counter(client, "model_prediction_confidence_rows_total")
         finally:
@@ -93,6 +95,15 @@ class TestExpectedAccuracy:
         assert direct is not None
         assert expected_correct == pytest.approx(float(direct.max(axis=1).sum()), rel=1e-9)
         assert scored == len(rows)
+        # With the probabilities logged, the labels give ROC AUC (at the 20 bins' resolution) and a reliability
+        # table whose rows add up to the labels.
+        positive = card.classes[1]
+        exact = roc_auc_score([y == positive for y in holdout.target], direct[:, 1])
+        assert set(performance["roc_auc"]) == {positive}
+        assert performance["roc_auc"][positive] == pytest.approx(exact, abs=0.01)
+        table = performance["calibration"]
+        assert sum(row["labels"] for row in table) == len(rows)
+        assert all(0 <= row["accuracy"] <= 1 and row["confidence"][0] >= 0.5 for row in table)  # binary: ≥ 0.5
 
     def test_a_regressor_reports_no_estimate(self, client: FlaskClient) -> None:
         assert client.get("/monitoring").get_json()["estimated_performance"] is None

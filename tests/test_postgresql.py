@@ -6,6 +6,7 @@ Every test runs Debian's PostgreSQL (`tests/support/postgres.py`): in-process lo
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import threading
 import time
@@ -84,6 +85,20 @@ class TestContract:
             assert stored.trace_id == floats.trace_id
         assert [found[pid].prediction for pid in labels.prediction_ids] == ["no", "yes", "no"]
         assert log.stats().rows == 1003
+
+    def test_class_probabilities_join_with_their_labels(self, log: PredictionLog) -> None:
+        request = _request(3, classes=True)
+        probabilities = np.array([[0.9, 0.1], [0.3, 0.7], [0.6, 0.4]])
+        request = dataclasses.replace(request, probabilities=probabilities)
+        plain = _request(1, classes=True)
+        log.record([request, plain])
+        result = log.add_feedback(
+            [FeedbackItem(pid, "yes") for pid in [*request.prediction_ids, *plain.prediction_ids]]
+        )
+        joined = {label.prediction_id: label.probabilities for label in result.joined}
+        for index, pid in enumerate(request.prediction_ids):
+            assert joined[pid] == pytest.approx(probabilities[index], abs=1e-7)
+        assert joined[plain.prediction_ids[0]] is None
 
     def test_shadow_predictions_follow_their_request(self, log: PredictionLog) -> None:
         request = _request(2)
@@ -201,6 +216,24 @@ class TestSchema:
             log.close()
         with psycopg.connect(postgres_url) as connection:
             versions = [row[0] for row in connection.execute("SELECT version FROM prediction_log_schema")]
+        assert versions == list(range(1, len(MIGRATIONS) + 1))
+
+    def test_a_database_at_version_1_is_migrated_forward(self, postgres_url: str) -> None:
+        with psycopg.connect(postgres_url, autocommit=True) as connection:
+            connection.execute(
+                "CREATE TABLE prediction_log_schema (version integer PRIMARY KEY, applied_at timestamptz NOT NULL"
+                " DEFAULT now())"
+            )
+            for statement in MIGRATIONS[0]:
+                connection.execute(statement)
+            connection.execute("INSERT INTO prediction_log_schema (version) VALUES (1)")
+        with _open(postgres_url) as log:
+            request = dataclasses.replace(_request(1, classes=True), probabilities=np.array([[0.4, 0.6]]))
+            log.record([request])
+            (label,) = log.add_feedback([FeedbackItem(request.prediction_ids[0], "yes")]).joined
+            assert label.probabilities == pytest.approx([0.4, 0.6])
+        with psycopg.connect(postgres_url) as connection:
+            versions = [row[0] for row in connection.execute("SELECT version FROM prediction_log_schema ORDER BY 1")]
         assert versions == list(range(1, len(MIGRATIONS) + 1))
 
     def test_a_schema_newer_than_this_release_is_refused_by_name(self, postgres_url: str) -> None:

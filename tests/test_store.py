@@ -44,6 +44,7 @@ def _request(instances: list[dict[str, Any]], predictions: list[Any], **fields: 
         body=json.dumps({"instances": instances}).encode(),
         predictions=predictions,
         slices=fields.get("slices"),
+        probabilities=fields.get("probabilities"),
     )
 
 
@@ -313,6 +314,41 @@ class TestAddFeedback:
         assert (label.model_name, label.model_version, label.slices) == ("diabetes", VERSION, {"sex": "M"})
         stored = log.lookup([_pid(first)])[_pid(first)]
         assert (stored.actual, stored.received_at) == (2.5, 1060.0)  # the first label wins
+
+    def test_a_joined_label_carries_its_predictions_class_probabilities(self, log: PredictionLog) -> None:
+        probabilities = np.array([[0.9, 0.1], [0.25, 0.75], [0.5, 0.5]])
+        record = _request([{"x": 1}, {"x": 2}, {"x": 3}], ["no", "yes", "no"], probabilities=probabilities)
+        plain = _request([{"x": 4}], ["no"])
+        log.record([record, plain])
+        result = log.add_feedback([FeedbackItem(pid, "yes") for pid in [*record.prediction_ids, _pid(plain)]])
+        joined = {label.prediction_id: label.probabilities for label in result.joined}
+        for index, pid in enumerate(record.prediction_ids):
+            assert joined[pid] == pytest.approx(probabilities[index], abs=1e-7)  # float32: 7 digits
+        assert joined[_pid(plain)] is None
+
+    def test_a_file_from_before_probabilities_gains_the_column(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with closing(sqlite3.connect(path)) as old:
+            old.executescript(
+                "CREATE TABLE requests (request_id TEXT PRIMARY KEY, trace_id TEXT, created_at REAL NOT NULL,"
+                " model_name TEXT NOT NULL, model_version TEXT NOT NULL, row_count INTEGER NOT NULL,"
+                " body BLOB NOT NULL, predictions TEXT NOT NULL, shadow_predictions TEXT, slices TEXT);"
+                "CREATE TABLE feedback (prediction_id TEXT PRIMARY KEY, actual TEXT NOT NULL,"
+                " received_at REAL NOT NULL);"
+            )
+            request_id, _ = new_prediction_ids(0)
+            old.execute(
+                "INSERT INTO requests VALUES (?, NULL, 1.0, 'diabetes', ?, 1, ?, ?, NULL, NULL)",
+                (request_id, VERSION, b'{"instances": [{"x": 1}]}', '["no"]'),
+            )
+            old.commit()
+        with _open(path) as log:
+            (label,) = log.add_feedback([FeedbackItem(request_id + "00000000", "no")]).joined
+            assert label.prediction == "no" and label.probabilities is None
+            fresh = _request([{"x": 2}], ["yes"], probabilities=np.array([[0.2, 0.8]]))
+            log.record([fresh])
+            (again,) = log.add_feedback([FeedbackItem(_pid(fresh), "yes")]).joined
+            assert again.probabilities == pytest.approx([0.2, 0.8])
 
     def test_clock_skew_never_gives_a_negative_delay(self, log: PredictionLog) -> None:
         record = _records(1, created_at=2000.0)[0]

@@ -8,6 +8,7 @@ from collections import defaultdict
 from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
+import numpy as np
 from opentelemetry.metrics import Counter, Meter
 
 from service.artifact import OTHER, ModelCard
@@ -20,6 +21,8 @@ DELAY_BUCKETS: tuple[float, ...] = (
     1, 5, 15, 30, 60, 300, 900, 1800, 3600, 7200, 14400, 43200, 86400, 172800, 604800,
 )  # fmt: skip
 MAX_SLICE_VALUE = 64  # characters; longer slice values are not exported as label values
+SCORE_BINS = 20  # predicted-probability bins for ROC AUC: bin b holds [b/20, (b+1)/20), the last includes 1
+CONFIDENCE_BINS = 10  # predicted-class confidence bins for the reliability table
 
 _Sums = defaultdict[tuple[tuple[str, str], ...], float]  # attribute items of one series → amount to add
 
@@ -89,6 +92,27 @@ class FeedbackInstruments:
                 unit="{label}",
                 description="Joined labels by actual and predicted class: the confusion matrix.",
             )
+        # Labels of predictions that logged calibrated probabilities (docs/metrics.md, "ROC AUC and calibration"):
+        # per one-vs-rest class (a binary model: its second class only), the label's side and the bin of that
+        # class's probability, with the count in lower bins beside it so PromQL needs no cumulative sum.
+        self._scored_classes: tuple[str, ...] = ()
+        if card.task == "classification" and card.calibration_temperature is not None:
+            self._scored_classes = card.classes[1:] if len(card.classes) == 2 else card.classes
+            self.scores = meter.create_counter(
+                "model.feedback.scores", unit="{label}",
+                description="Joined labels by class (one-vs-rest), actual (positive|negative) and the bin of the "
+                "predicted probability of that class.",
+            )  # fmt: skip
+            self.scores_below = meter.create_counter(
+                "model.feedback.scores.below", unit="{label}",
+                description="As model.feedback.scores, counting labels whose probability fell in a lower bin.",
+            )  # fmt: skip
+            self.confidence = meter.create_counter(
+                "model.feedback.confidence", unit="{label}",
+                description="Joined labels by the bin of the predicted class's calibrated probability and outcome "
+                "(correct|incorrect): the reliability table.",
+            )  # fmt: skip
+        self._bins: defaultdict[tuple[str, ...], float] = defaultdict(float)  # in-process copy, for the summary
         self._start_at_zero()
         self._lock = threading.Lock()
         self._totals: dict[str, float] = defaultdict(float)
@@ -108,6 +132,11 @@ class FeedbackInstruments:
             summary["rmse"] = math.sqrt(totals.get("squared", 0.0) / labels) if labels else None
         else:
             summary["accuracy"] = totals.get("correct", 0.0) / labels if labels else None
+        if self._scored_classes:
+            with self._lock:
+                bins = dict(self._bins)
+            summary["roc_auc"] = {name: _binned_auc(bins, name) for name in self._scored_classes}
+            summary["calibration"] = _reliability(bins)
         return summary
 
     def record(self, result: FeedbackResult) -> None:
@@ -145,6 +174,8 @@ class FeedbackInstruments:
                 if error is not None:
                     slice_absolute[series] += abs(error)
                     slice_squared[series] += error * error
+        if self._scored_classes:
+            self._record_scores(result)
         _add(self.labels, labels)
         _add(self.slice_labels, slice_labels)
         if self._regression:
@@ -165,6 +196,38 @@ class FeedbackInstruments:
             self.rejected.add(len(result.unknown_ids), {**self._current, "reason": "unknown_id"})
         if result.duplicate_ids:
             self.rejected.add(len(result.duplicate_ids), {**self._current, "reason": "duplicate"})
+
+    def _record_scores(self, result: FeedbackResult) -> None:
+        """The ROC AUC bins and the reliability table, for labels whose prediction logged probabilities from the
+        serving model (an older version's may order or name its classes differently)."""
+        scores: _Sums = defaultdict(float)
+        below: _Sums = defaultdict(float)
+        confidence: _Sums = defaultdict(float)
+        local: defaultdict[tuple[str, ...], float] = defaultdict(float)
+        classes = self.card.classes
+        for label in result.joined:
+            probabilities = label.probabilities
+            if probabilities is None or label.model_version != self.card.version or len(probabilities) != len(classes):
+                continue
+            model = (("model.name", label.model_name), ("model.version", label.model_version))
+            for name in self._scored_classes:
+                side = "positive" if label.actual == name else "negative"
+                score_bin = min(int(probabilities[classes.index(name)] * SCORE_BINS), SCORE_BINS - 1)
+                scores[(*model, ("class", name), ("actual", side), ("bin", str(score_bin)))] += 1
+                local[("score", name, side, str(score_bin))] += 1
+                for higher in range(score_bin + 1, SCORE_BINS):
+                    below[(*model, ("class", name), ("actual", side), ("bin", str(higher)))] += 1
+            predicted = int(np.argmax(probabilities))
+            confidence_bin = str(min(int(probabilities[predicted] * CONFIDENCE_BINS), CONFIDENCE_BINS - 1))
+            outcome = "correct" if classes[predicted] == label.actual else "incorrect"
+            confidence[(*model, ("bin", confidence_bin), ("outcome", outcome))] += 1
+            local[("confidence", confidence_bin, outcome)] += 1
+        _add(self.scores, scores)
+        _add(self.scores_below, below)
+        _add(self.confidence, confidence)
+        with self._lock:
+            for key, value in local.items():
+                self._bins[key] += value
 
     def _score(self, label: JoinedLabel) -> tuple[str, float | None] | None:
         """(outcome, signed error or None); None when the stored prediction cannot be compared at all."""
@@ -189,6 +252,44 @@ class FeedbackInstruments:
         for actual in self.card.classes:
             for predicted in self.card.classes:
                 self.class_labels.add(0, {**self._current, "actual_class": actual, "predicted_class": predicted})
+        for name in self._scored_classes:
+            for side in ("positive", "negative"):
+                for score_bin in range(SCORE_BINS):
+                    attributes = {**self._current, "class": name, "actual": side, "bin": str(score_bin)}
+                    self.scores.add(0, attributes)
+                    self.scores_below.add(0, attributes)
+        if self._scored_classes:
+            for confidence_bin in range(CONFIDENCE_BINS):
+                for outcome in ("correct", "incorrect"):
+                    self.confidence.add(0, {**self._current, "bin": str(confidence_bin), "outcome": outcome})
+
+
+def _reliability(bins: Mapping[tuple[str, ...], float]) -> list[dict[str, Any]]:
+    """The reliability table: per confidence bin with labels, its range, the labels in it and their accuracy."""
+    table = []
+    for b in range(CONFIDENCE_BINS):
+        correct = bins.get(("confidence", str(b), "correct"), 0.0)
+        labels = correct + bins.get(("confidence", str(b), "incorrect"), 0.0)
+        if labels:
+            table.append(
+                {"confidence": [b / CONFIDENCE_BINS, (b + 1) / CONFIDENCE_BINS], "labels": int(labels),
+                 "accuracy": correct / labels}
+            )  # fmt: skip
+    return table
+
+
+def _binned_auc(bins: Mapping[tuple[str, ...], float], name: str) -> float | None:
+    """ROC AUC from the score bins: each positive beats the negatives in lower bins and ties half of its own bin's
+    (the Mann-Whitney statistic at the bins' resolution; PromQL computes the same)."""
+    positives = [bins.get(("score", name, "positive", str(b)), 0.0) for b in range(SCORE_BINS)]
+    negatives = [bins.get(("score", name, "negative", str(b)), 0.0) for b in range(SCORE_BINS)]
+    if not sum(positives) or not sum(negatives):
+        return None
+    below, wins = 0.0, 0.0
+    for positive, negative in zip(positives, negatives, strict=True):
+        wins += positive * (below + negative / 2)
+        below += negative
+    return wins / (sum(positives) * sum(negatives))
 
 
 def _add(counter: Counter, sums: _Sums) -> None:

@@ -60,19 +60,21 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             received_at double precision NOT NULL
         )""",
     ),
+    # 2: a calibrated classifier's class probabilities per row (float32 bytes), for ROC AUC and calibration.
+    ("ALTER TABLE prediction_requests ADD COLUMN probabilities bytea",),
 )
 # predictions: float64 bytes for a regression model's floats; predictions_json: a JSON array otherwise (`encoding`).
 # The two bytea columns go in binary (%b), as they are: text format would hex-escape every byte of the body.
 _INSERT = (
     "INSERT INTO prediction_requests (request_id, trace_id, created_at, model_name, model_version, row_count, body,"
-    " predictions, predictions_json, slices) VALUES (%s, %s, %s, %s, %s, %s, %b, %b, %s, %s)"
+    " predictions, predictions_json, slices, probabilities) VALUES (%s, %s, %s, %s, %s, %s, %b, %b, %s, %s, %b)"
     " ON CONFLICT (request_id) DO NOTHING"  # a batch retried after a commit whose answer was lost
 )
 _SHADOW = "UPDATE prediction_requests SET shadow_predictions = %s WHERE request_id = %s"
 _SELECT_REQUESTS = (
     "SELECT request_id, trace_id, created_at, model_name, model_version, row_count, body,"
-    " coalesce(predictions, convert_to(predictions_json, 'UTF8')), predictions IS NULL, shadow_predictions, slices"
-    " FROM prediction_requests WHERE request_id = ANY(%s)"
+    " coalesce(predictions, convert_to(predictions_json, 'UTF8')), predictions IS NULL, shadow_predictions, slices,"
+    " probabilities FROM prediction_requests WHERE request_id = ANY(%s)"
 )
 _SELECT_LABELS = "SELECT prediction_id, actual, received_at FROM prediction_feedback WHERE prediction_id = ANY(%s)"
 _INSERT_LABELS = (
@@ -219,8 +221,10 @@ class PostgresDatabase:
     def requests(self, connection: psycopg.Connection[Any], request_ids: Iterable[str]) -> dict[str, StoredRequest]:
         found: dict[str, StoredRequest] = {}
         for row in connection.execute(_SELECT_REQUESTS, (list(request_ids),)):
-            *head, predictions, is_json, shadow, slices = row
-            found[row[0]] = StoredRequest((*head, predictions.decode() if is_json else predictions, shadow, slices))
+            *head, predictions, is_json, shadow, slices, probabilities = row
+            found[row[0]] = StoredRequest(
+                (*head, predictions.decode() if is_json else predictions, shadow, slices, probabilities)
+            )
         return found
 
     def labels(
@@ -313,4 +317,4 @@ def _split_predictions(row: RequestRow) -> RequestRow:
     """`rows.request_row`'s predictions column as the two columns PostgreSQL types: float64 bytes, or JSON."""
     predictions = row[7]
     is_json = isinstance(predictions, str)
-    return (*row[:7], None if is_json else predictions, predictions if is_json else None, row[8])
+    return (*row[:7], None if is_json else predictions, predictions if is_json else None, row[8], row[9])

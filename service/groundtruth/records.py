@@ -26,6 +26,8 @@ class PredictionRequest:
     # One per row, in row order; a float array is stored as float64 bytes (no per-value text encoding).
     predictions: Sequence[float | str] | np.ndarray
     slices: Mapping[str, Sequence[str]] | None = None  # slice feature → slice value per row
+    # A calibrated classifier's class probabilities (rows × the card's classes), stored as float32 bytes.
+    probabilities: np.ndarray | None = None
 
     @property
     def prediction_ids(self) -> list[str]:
@@ -68,6 +70,7 @@ class JoinedLabel:
     actual: float | str
     delay_seconds: float
     slices: Mapping[str, str] | None
+    probabilities: np.ndarray | None = None  # the prediction's class probabilities, when they were logged
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,8 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
+import numpy as np
+
 from service.groundtruth.encoding import decode_predictions, dumps, encode_predictions
 from service.groundtruth.ids import split_prediction_id
 from service.groundtruth.records import PredictionRequest
@@ -25,20 +27,22 @@ def request_row(request: PredictionRequest) -> tuple[Any, ...]:
         bytes(request.body),
         encode_predictions(request.predictions),
         None if request.slices is None else dumps({name: list(values) for name, values in request.slices.items()}),
+        None if request.probabilities is None else np.ascontiguousarray(request.probabilities, "<f4").tobytes(),
     )
 
 
 class StoredRequest:
     """A request row read back; its JSON columns are decoded on first use (a label needs only one row's).
 
-    `row` holds every column in table order: `request_row`'s, then `shadow_predictions` before `slices`.
+    `row` holds every column in table order: `request_row`'s, with `shadow_predictions` before `slices`, and
+    `probabilities` last (NULL in rows logged before it existed).
     """
 
     __slots__ = ("_cache", "_raw", "created_at", "model_name", "model_version", "row_count", "trace_id")
 
     def __init__(self, row: tuple[Any, ...]) -> None:
         _, self.trace_id, self.created_at, self.model_name, self.model_version, self.row_count = row[:6]
-        self._raw = row[6:]  # body, predictions, shadow_predictions, slices
+        self._raw = row[6:]  # body, predictions, shadow_predictions, slices, probabilities
         self._cache: dict[int, Any] = {}
 
     def _decoded(self, column: int) -> Any:
@@ -60,6 +64,15 @@ class StoredRequest:
     def shadow(self, index: int) -> Any:
         shadow = self._decoded(2)
         return None if shadow is None or index >= len(shadow) else shadow[index]
+
+    def probabilities(self, index: int) -> np.ndarray | None:
+        """Row `index`'s class probabilities, or None when the request logged none."""
+        raw = self._raw[4] if len(self._raw) > 4 else None
+        if raw is None:
+            return None
+        if 4 not in self._cache:
+            self._cache[4] = np.frombuffer(bytes(raw), dtype="<f4").reshape(self.row_count, -1)
+        return np.asarray(self._cache[4][index], dtype=np.float64)
 
     def slices(self, index: int) -> dict[str, str] | None:
         slices = self._decoded(3)

@@ -32,7 +32,8 @@ CREATE TABLE IF NOT EXISTS requests (
     body BLOB NOT NULL,
     predictions TEXT NOT NULL,
     shadow_predictions TEXT,
-    slices TEXT
+    slices TEXT,
+    probabilities BLOB
 );
 CREATE INDEX IF NOT EXISTS requests_created_at ON requests (created_at);
 CREATE TABLE IF NOT EXISTS feedback (
@@ -43,12 +44,15 @@ CREATE TABLE IF NOT EXISTS feedback (
 """
 # requests.body: the /predict body as received ({"instances": [...]}, validated JSON); predictions: float64 bytes or
 # a JSON array in row order (`encoding`); shadow_predictions: a JSON array in row order; slices: {slice feature:
-# [slice value per row]}. A row is written by `rows.request_row` and read back by `rows.StoredRequest`.
-_INSERT = "INSERT OR IGNORE INTO requests VALUES (?, ?, ?, ?, ?, ?, ?, ?, NULL, ?)"
+# [slice value per row]}; probabilities: a calibrated classifier's, float32 rows × classes. A row is written by
+# `rows.request_row` and read back by `rows.StoredRequest`.
+_INSERT = "INSERT OR IGNORE INTO requests VALUES (?, ?, ?, ?, ?, ?, ?, ?, NULL, ?, ?)"
+# A file made before the probabilities column gains it (SQLite adds a nullable column without rewriting rows).
+_ADD_PROBABILITIES = "ALTER TABLE requests ADD COLUMN probabilities BLOB"
 _SHADOW = "UPDATE requests SET shadow_predictions = ? WHERE request_id = ?"
 _SELECT_REQUESTS = (
     "SELECT request_id, trace_id, created_at, model_name, model_version, row_count, body, predictions,"
-    " shadow_predictions, slices FROM requests WHERE request_id IN ({})"
+    " shadow_predictions, slices, probabilities FROM requests WHERE request_id IN ({})"
 )
 _SELECT_LABELS = "SELECT prediction_id, actual, received_at FROM feedback WHERE prediction_id IN ({})"
 _BUSY_TIMEOUT = 5.0  # seconds the writer waits for another worker's write lock before it reports "locked"
@@ -79,6 +83,10 @@ class SqliteDatabase:
             raise PredictionLogError(f"cannot open the prediction log {self.path}: {error}") from error
         try:
             writing.executescript(f"BEGIN IMMEDIATE; {_SCHEMA} COMMIT;")
+            with _transaction(writing):
+                columns = {row[1] for row in writing.execute("PRAGMA table_info(requests)")}
+                if "probabilities" not in columns:
+                    writing.execute(_ADD_PROBABILITIES)
             self._reader = _connect(self.path, busy_timeout=_READ_BUSY_TIMEOUT)
         except sqlite3.Error as error:
             writing.close()

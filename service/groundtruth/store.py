@@ -278,6 +278,7 @@ class PredictionLog:
                         actual=item.actual,
                         delay_seconds=max(0.0, received_at - request.created_at),
                         slices=request.slices(index),
+                        probabilities=request.probabilities(index),
                     )
                 )
         return FeedbackResult(joined=joined, unknown_ids=unknown, duplicate_ids=duplicates)

@@ -62,6 +62,7 @@ class PredictionRecorder:
                     # regressors keep full float precision; labels are what the response said
                     predictions=served.raw if served.raw.dtype.kind == "f" else served.predictions,
                     slices=slices,
+                    probabilities=served.probabilities,
                 )
             ]
         )
