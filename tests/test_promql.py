@@ -56,8 +56,9 @@ UNRUNNABLE: dict[str, str] = {
     r'\(ALERTS\{alertstate="firing"\}\)$': "needs an alert that has been firing for its `for:` duration (2 minutes or "
     "more); prometheus/tests/*.test.yml cover firing",
     r"model:multivariate_significant:increase5m|model:multivariate_z:increase5m >": "present only while the "
-    "traffic breaks the features' joint distribution, which this stack's traffic does not; tests/test_drift_rules.py sends such traffic to a real "
-    "Prometheus and prometheus/tests/multivariate.test.yml covers firing",
+    "traffic breaks the features' joint distribution, which this stack's traffic does not; "
+    "tests/test_drift_rules.py sends such traffic to a real Prometheus and prometheus/tests/multivariate.test.yml "
+    "covers firing",
 }
 # The Collector's own metrics the rules and dashboards use, as its exporterhelper/receiverhelper documentation names
 # them (Prometheus adds `_total` to counters). Listed so that a typo is still caught.
