@@ -43,6 +43,15 @@ def _scipy_chi2(reference: dict[str, float], window: dict[str, float]) -> float:
     return float(chi2_contingency(table, correction=False).statistic)
 
 
+def _send(port: int, card: ModelCard, traffic: np.ndarray) -> dict:
+    """POST `traffic` to the service in 30 requests; its `GET /monitoring` afterwards."""
+    with requests.Session() as http:
+        for chunk in np.array_split(traffic, 30):
+            instances = [dict(zip(card.feature_names, row.tolist(), strict=True)) for row in chunk]
+            http.post(f"http://127.0.0.1:{port}/predict", json={"instances": instances}, timeout=10).raise_for_status()
+        return http.get(f"http://127.0.0.1:{port}/monitoring", timeout=10).json()
+
+
 def test_rules_in_process_and_numpy_agree(regression_model_dir: Path) -> None:
     card = ModelCard.load(regression_model_dir)
     rows = to_matrix(load_bundled("diabetes").frame, card)
@@ -56,13 +65,7 @@ def test_rules_in_process_and_numpy_agree(regression_model_dir: Path) -> None:
     ):
         # Scrapes of the all-zero counters first, as in production: rate() then sees every bin from 0.
         prometheus.wait_for_scrapes(2)
-        with requests.Session() as http:
-            for chunk in np.array_split(traffic, 30):
-                instances = [dict(zip(card.feature_names, row.tolist(), strict=True)) for row in chunk]
-                http.post(
-                    f"http://127.0.0.1:{port}/predict", json={"instances": instances}, timeout=10
-                ).raise_for_status()
-            summary = http.get(f"http://127.0.0.1:{port}/monitoring", timeout=10).json()
+        summary = _send(port, card, traffic)
         prometheus.wait_for(
             "sum(increase(model_prediction_observations_total[5m]))",
             lambda r: bool(r) and float(r[0]["value"][1]) > 0,
@@ -134,13 +137,7 @@ def test_multivariate_rules_in_process_and_numpy_agree(regression_model_dir: Pat
         PrometheusServer([("modellens", f"127.0.0.1:{port}", "/metrics")], rule_files=[RULES]) as prometheus,
     ):
         prometheus.wait_for_scrapes(2)
-        with requests.Session() as http:
-            for chunk in np.array_split(traffic, 30):
-                instances = [dict(zip(card.feature_names, row.tolist(), strict=True)) for row in chunk]
-                http.post(
-                    f"http://127.0.0.1:{port}/predict", json={"instances": instances}, timeout=10
-                ).raise_for_status()
-            in_process = http.get(f"http://127.0.0.1:{port}/monitoring", timeout=10).json()["multivariate"]
+        in_process = _send(port, card, traffic)["multivariate"]
         prometheus.wait_for(
             "sum(model_multivariate_rows_total)", lambda r: bool(r) and float(r[0]["value"][1]) == len(traffic)
         )

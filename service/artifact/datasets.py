@@ -167,7 +167,7 @@ def _is_integral(labels: pd.Series) -> bool:
 
 def _as_labels(labels: pd.Series) -> pd.Series:
     # Whole floats (2.0) are labelled like the integers they stand for ("2").
-    if is_float_dtype(labels) and bool((labels % 1 == 0).all()):
+    if is_float_dtype(labels) and _is_integral(labels):
         labels = labels.astype("int64")
     values = [str(value) for value in labels.to_numpy(dtype=object)]
     return pd.Series(values, index=labels.index, name=labels.name, dtype=object)

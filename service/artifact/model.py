@@ -38,9 +38,12 @@ class Model:
 
     def predict_array(self, rows: np.ndarray) -> np.ndarray:
         """Raw predictions for an n × n_features array in card feature order (float64 or object dtype)."""
+        self._check_shape(rows)
+        return np.asarray(self._estimator.predict(rows))
+
+    def _check_shape(self, rows: np.ndarray) -> None:
         if rows.ndim != 2 or rows.shape[1] != self._n_features:
             raise ValueError(f"expected rows of shape (n, {self._n_features}), got {rows.shape}")
-        return np.asarray(self._estimator.predict(rows))
 
     def predict_with_probabilities(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         """`predict_array`'s output and, for a classifier with a calibration temperature, the calibrated
@@ -48,8 +51,7 @@ class Model:
         class, as the estimator's own `predict` picks it."""
         if self._temperature is None:
             return self.predict_array(rows), None
-        if rows.ndim != 2 or rows.shape[1] != self._n_features:
-            raise ValueError(f"expected rows of shape (n, {self._n_features}), got {rows.shape}")
+        self._check_shape(rows)
         probabilities = np.asarray(self._estimator.predict_proba(rows))
         labels = self._classes[np.argmax(probabilities, axis=1)]
         return labels, calibrate(probabilities, self._temperature)

@@ -226,11 +226,11 @@ def _holdout_metrics(
         "accuracy": float(accuracy_score(truth, predicted)),
         "f1_macro": float(f1_score(truth, predicted, average="macro")),
     }
+    probabilities = pipeline.predict_proba(rows)
     if temperature is not None:  # CBPE on the holdout the temperature was fitted on: the estimate's best case
-        metrics["expected_accuracy"] = float(calibrate(pipeline.predict_proba(rows), temperature).max(axis=1).mean())
+        metrics["expected_accuracy"] = float(calibrate(probabilities, temperature).max(axis=1).mean())
     if len(pipeline.classes_) == 2:
-        positive = pipeline.predict_proba(rows)[:, 1]
-        metrics["roc_auc"] = float(roc_auc_score(truth == pipeline.classes_[1], positive))
+        metrics["roc_auc"] = float(roc_auc_score(truth == pipeline.classes_[1], probabilities[:, 1]))
     return metrics
 
 

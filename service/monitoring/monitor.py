@@ -70,7 +70,7 @@ class ModelMonitor:
         self._confidence = np.zeros(2)  # rows with probabilities, and the sum of their predicted class's probability
         reference = profile.multivariate
         self._recent = None if reference is None else RecentRows(
-            reference, [self._positions[name] for name in reference.features], clock=clock
+            [self._positions[name] for name in reference.features], clock=clock
         )  # fmt: skip
         self._span = self._window.describe()
         self._multivariate_memo: tuple[tuple[int, int], MultivariateDecision] | None = None

@@ -49,7 +49,6 @@ class MultivariateDecision:
     status: str
     rows: int
     error_mean: float  # the window's mean reconstruction error
-    error_sum: float
     reference_error: float  # μ
     z: float
     critical_value: float  # the z the window had to exceed, at its size
@@ -65,13 +64,13 @@ def decide(reference: ReconstructionReference, errors: np.ndarray) -> Multivaria
     effect = mean / mu - 1.0 if n and mu > 0 else math.nan
     if n < MIN_ROWS:
         return MultivariateDecision(
-            "insufficient_data", n, mean, total, mu, math.nan, math.nan, effect,
+            "insufficient_data", n, mean, mu, math.nan, math.nan, effect,
             reason=f"{n} rows in the window; the multivariate test needs {MIN_ROWS}",
         )  # fmt: skip
     z = (mean - mu) / (sigma * math.sqrt(1.0 / n + 1.0 / reference.rows)) if sigma > 0 else math.inf
     critical = critical_z(reference.error_skewness, n)
     status = "stable" if z <= critical else "drift" if effect >= DRIFT_EFFECT else "warn"
-    return MultivariateDecision(status, n, mean, total, mu, z, critical, effect)
+    return MultivariateDecision(status, n, mean, mu, z, critical, effect)
 
 
 def critical_z(skewness: float, rows: float) -> float:
@@ -84,13 +83,9 @@ class RecentRows:
     monitor holds its lock)."""
 
     def __init__(
-        self,
-        reference: ReconstructionReference,
-        columns: list[int],
-        capacity: int = CAPACITY,
-        clock: Callable[[], float] = time.monotonic,
+        self, columns: list[int], capacity: int = CAPACITY, clock: Callable[[], float] = time.monotonic
     ) -> None:
-        self._reference, self._columns, self._clock = reference, columns, clock
+        self._columns, self._clock = columns, clock
         self._rows = np.zeros((capacity, len(columns)), dtype=np.float64)
         self._times = np.full(capacity, -np.inf)
         self._next = self._filled = 0
@@ -125,7 +120,3 @@ class RecentRows:
         if rows is not None:
             order = order[-rows:]
         return self._rows[order]
-
-    def errors(self, *, seconds: float | None = None, rows: int | None = None) -> np.ndarray:
-        """Per-row reconstruction errors of the window's rows."""
-        return self._reference.errors(self.window(seconds=seconds, rows=rows))

@@ -143,12 +143,13 @@ class _Observations:
         if self._profile.multivariate is not None:
             self._register_multivariate(meter)
         if self._card.calibration_temperature is not None:
+            expected = self._readings.expected_correct
             meter.create_observable_counter(
-                "model.prediction.confidence.rows", [self._confidence_callback(0)], unit="{prediction}",
+                "model.prediction.confidence.rows", [self._total_callback(expected, 0)], unit="{prediction}",
                 description="Predictions scored with calibrated probabilities (the denominator of CBPE).",
             )  # fmt: skip
             meter.create_observable_counter(
-                "model.prediction.expected_correct", [self._confidence_callback(1)], unit="{prediction}",
+                "model.prediction.expected_correct", [self._total_callback(expected, 1)], unit="{prediction}",
                 description="Sum of each prediction's calibrated probability of being right: expected correct "
                 "predictions (confidence-based performance estimation, CBPE).",
             )  # fmt: skip
@@ -171,11 +172,11 @@ class _Observations:
         ]  # fmt: skip
         rows = [Observation(reference.rows, self._common)]
         meter.create_observable_counter(
-            "model.multivariate.rows", [self._multivariate_counter(0)], unit="{row}",
+            "model.multivariate.rows", [self._total_callback(self._readings.multivariate_totals, 0)], unit="{row}",
             description="Rows scored by the multivariate (PCA reconstruction) drift check.",
         )  # fmt: skip
         meter.create_observable_counter(
-            "model.multivariate.errors", [self._multivariate_counter(1)], unit="{score}",
+            "model.multivariate.errors", [self._total_callback(self._readings.multivariate_totals, 1)], unit="{score}",
             description="Sum of the scored rows' squared PCA reconstruction errors.",
         )  # fmt: skip
         meter.create_observable_gauge(
@@ -195,15 +196,11 @@ class _Observations:
             description="The multivariate drift decision over the window: 1 for the current status, 0 for the others.",
         )  # fmt: skip
 
-    def _confidence_callback(self, index: int) -> _Callback:
-        def callback(_options: CallbackOptions) -> Iterable[Observation]:
-            yield Observation(self._readings.expected_correct()[index], self._common)
+    def _total_callback(self, read: Callable[[], tuple[int, float]], index: int) -> _Callback:
+        """One of the two totals `read` returns (a count, and the sum beside it), as one counter's observation."""
 
-        return callback
-
-    def _multivariate_counter(self, index: int) -> _Callback:
         def callback(_options: CallbackOptions) -> Iterable[Observation]:
-            yield Observation(self._readings.multivariate_totals()[index], self._common)
+            yield Observation(read()[index], self._common)
 
         return callback
 
