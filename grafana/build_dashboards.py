@@ -938,6 +938,72 @@ def _model_health() -> Dashboard:
                 "predicted has no precision line, one never labelled no recall line.",
             ),
             timeseries(
+                "ROC AUC per class, last day",
+                [
+                    Query(
+                        'job_model_class:model_feedback_roc_auc:ratio_increase1d{job="$job", model_name="$model_name"}',
+                        "{{class}} {{model_version}}",
+                    )
+                ],
+                max=1,
+                width=8,
+                description="Calibrated classifiers: one-vs-rest ROC AUC from the labels of the last day, at the 20 "
+                "score bins' resolution (a binary model: its second class). 0.5 is chance. No line: no label of "
+                "that class, or of the others, joined in the day (docs/metrics.md, ROC AUC and calibration).",
+            ),
+            barchart(
+                "Reliability: accuracy per confidence bin, last day",
+                [
+                    Query(
+                        "max by (bin) (job_model_bin:model_feedback_confidence_accuracy:ratio_increase1d"
+                        '{job="$job", model_name="$model_name", model_version=~"$model_version"})',
+                        "accuracy",
+                    )
+                ],
+                x="bin",
+                unit="percentunit",
+                max=1,
+                width=8,
+                description="Labels grouped by the calibrated probability of the predicted class: bin 8 holds "
+                "[0.8, 0.9). A calibrated model is right that often in each bin; bars below their bin say the model "
+                "is overconfident, and its expected accuracy (CBPE) too high.",
+            ),
+            timeseries(
+                "Label drift: ground truth vs training target (1h)",
+                [
+                    Query(f"model_label:drift_effect:increase1h{{{scores}}}", "effect {{model_version}}"),
+                    Query(
+                        f"model_label:chi2:increase1h{{{scores}}} / on (model_name, model_version) "
+                        f"max by (model_name, model_version) (model_label_drift_critical_value{{{scores}}})",
+                        "chi2 / critical {{model_version}}",
+                    ),
+                ],
+                thresholds=effect_thresholds,
+                threshold_lines=True,
+                width=8,
+                description="The labels joined in the last hour against the training target (a regressor's "
+                "deciles, a classifier's classes): effect (PSI above chance; drift from 0.05) and the chi2 test's "
+                "statistic over its critical value (significant above 1). No chi2 line: fewer labels than the test "
+                'needs (ModelLabelDrift, docs/metrics.md "Label drift").',
+            ),
+            barchart(
+                "Label distribution: last hour vs training",
+                [
+                    Query(
+                        "max by (bin) (model_label_bin:observations:increase1h"
+                        f"{{{scores}}} / on (model_name, model_version) group_left () "
+                        f"model_label:observations:increase1h{{{scores}}})",
+                        "last hour",
+                    ),
+                    Query(f"max by (bin) (model_label_bin:reference_share:max{{{scores}}})", "training"),
+                ],
+                x="bin",
+                unit="percentunit",
+                width=8,
+                description="Share of the last hour's labels per training-target bin next to the training share. "
+                'Regression: the target\'s training deciles ("0" lowest). Classification: one bin per class.',
+            ),
+            timeseries(
                 "Feedback labels and rejections per second",
                 [
                     Query(

@@ -87,9 +87,12 @@ def _profile(args: argparse.Namespace) -> int:
         if spec.type == "categorical":
             frame[spec.name] = frame[spec.name].map(lambda value: value if pd.isna(value) else str(value))
     rows = to_matrix(frame, card)
-    profile = build_profile(card, rows, model.predict_array(rows), bins=args.bins)
+    targets = frame[card.target].to_numpy() if card.target in frame.columns else None
+    profile = build_profile(card, rows, model.predict_array(rows), targets=targets, bins=args.bins)
     path = profile.save(Path(args.model))
     print(f"profiled {len(rows)} rows of {args.data} for {card.name} {card.version} -> {path}")
+    if targets is None:
+        print(f"no {card.target!r} column: label drift stays off until the profile includes the target")
     print(f"slice candidates: {', '.join(profile.slices) or 'none'}")
     return 0
 
@@ -172,7 +175,8 @@ def _parser() -> argparse.ArgumentParser:
     loadgen.add_argument(
         "--scenario",
         default="steady",
-        help="steady, drift, latency-spike, bad-input, feedback, or several comma-separated (default: %(default)s)",
+        help="steady, drift, latency-spike, bad-input, feedback, label-drift (with feedback), or several "
+        "comma-separated (default: %(default)s)",
     )
     loadgen.add_argument(
         "--duration", type=float, default=60.0, help="seconds (default: %(default)s; ignored with --schedule)"

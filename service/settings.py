@@ -39,6 +39,7 @@ class Settings:
     monitoring: bool = True  # MODELLENS_MONITORING=off turns drift, quality and slice monitoring off
     console: bool = True  # GET /console: recent traces, their logs and the last hour per route, kept in-process
     drift_window: str = "10m"  # in-process drift window: 10m, 600s, 1h or 5000rows
+    label_window: str = "1h"  # in-process label drift window (labels arrive sparser than requests): 1h, 500rows
     slices: str = ""  # comma-separated slice features (low-cardinality features, e.g. "sex")
     shadow_model_dir: Path | None = None  # a challenger model scored off the request path
     shadow_workers: int = 1

@@ -118,6 +118,7 @@ class TestInProcess:
         model = console.get("/console/model").get_data(as_text=True)
         assert model.count('class="card bins"') == len(card.features) + 1  # each feature, and the prediction
         assert "Multivariate drift" in model and "insufficient_data" in model  # one row: too few for the test
+        assert 'class="label-drift"' in model and "0 rows in the window" in model  # no label joined yet
 
     def test_console_pages_leave_no_trace_of_their_own(self, console: FlaskClient) -> None:
         for _ in range(5):

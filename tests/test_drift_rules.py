@@ -162,3 +162,50 @@ def test_multivariate_rules_in_process_and_numpy_agree(regression_model_dir: Pat
     assert in_process["error"] == pytest.approx(errors.mean(), abs=1e-6)
     assert in_process["status"] == "drift"
     assert significant and effect_rule >= MULTIVARIATE_DRIFT_EFFECT  # the alert's condition holds
+
+
+def test_label_rules_in_process_and_numpy_agree(regression_model_dir: Path) -> None:
+    """The label drift rules over a real scrape: the statistic scipy computes from the same bins, and the same
+    decision as the service's over its label window (docs/metrics.md, "Label drift")."""
+    card = ModelCard.load(regression_model_dir)
+    dataset = load_bundled("diabetes")
+    rows = to_matrix(dataset.frame, card)
+    picked = np.random.default_rng(13).integers(0, len(rows), 300)
+    actuals = dataset.target.to_numpy()[picked] * 1.3  # the target's level rose by 30 %
+    port = free_port()
+    with (
+        serve(regression_model_dir, port, None) as _service,
+        PrometheusServer([("modellens", f"127.0.0.1:{port}", "/metrics")], rule_files=[RULES]) as prometheus,
+        requests.Session() as http,
+    ):
+        prometheus.wait_for_scrapes(2)
+        instances = [dict(zip(card.feature_names, row.tolist(), strict=True)) for row in rows[picked]]
+        ids = http.post(f"http://127.0.0.1:{port}/predict", json={"instances": instances}, timeout=10).json()
+        for chunk in np.array_split(np.arange(len(picked)), 10):
+            labels = [{"prediction_id": ids["prediction_ids"][i], "actual": float(actuals[i])} for i in chunk]
+            http.post(f"http://127.0.0.1:{port}/feedback", json={"feedback": labels}, timeout=10).raise_for_status()
+        in_process = http.get(f"http://127.0.0.1:{port}/monitoring", timeout=10).json()["label_drift"]
+        prometheus.wait_for(
+            "sum(model_label_observations_total)", lambda r: bool(r) and float(r[0]["value"][1]) == len(picked)
+        )
+        prometheus.wait_for_scrapes(2)
+        time.sleep(1.5)  # one more rule evaluation after the last scrape
+        chi2_rule = prometheus.wait_for("model_label:chi2:increase1h", lambda r: len(r) == 1)
+        window = prometheus.query("model_label_bin:observations:increase1h")
+        reference_rows = prometheus.query("model_label_bin:reference_rows:max")
+        effect_rule = float(prometheus.query("model_label:drift_effect:increase1h")[0]["value"][1])
+        significant = prometheus.query("model_label:drift_significant:increase1h")
+
+    def by_bin(result: list[dict]) -> dict[str, float]:
+        return {r["metric"]["bin"]: float(r["value"][1]) for r in result}
+
+    r = by_bin(reference_rows)
+    assert float(chi2_rule[0]["value"][1]) == pytest.approx(_scipy_chi2(r, by_bin(window)), rel=1e-9)
+    # In process: every label, in the profile's bin order, and scipy's statistic on those counts.
+    target = ReferenceProfile.load(regression_model_dir).target
+    assert target is not None
+    assert in_process["labels"] == len(picked) and sum(in_process["window_counts"]) == len(picked)
+    counts = dict(zip(target.labels, map(float, in_process["window_counts"]), strict=True))
+    assert in_process["test"]["statistic"] == pytest.approx(_scipy_chi2(r, counts), abs=1e-6)
+    assert in_process["status"] == "drift"
+    assert significant and effect_rule >= DRIFT_EFFECT  # the alert's condition holds

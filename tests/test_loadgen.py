@@ -105,6 +105,20 @@ class TestAgainstTheService:
         assert drifted == {"bmi", "s5"}
         assert all(feature["psi"] < 0.1 for name, feature in summary["features"].items() if name not in drifted)
 
+    def test_label_drift_moves_the_ground_truth_and_nothing_else(self, service: tuple[str, ServiceProcess]) -> None:
+        url, _ = service
+        generator = LoadGenerator(
+            url,
+            [Phase(frozenset({"steady", "feedback", "label-drift"}), 6.0)],
+            rate=40,
+            options=Options(batch=5, drift_shift=3.0, feedback_delay=0.2),
+            seed=2,
+        )
+        assert generator.run().feedback["accepted"] >= 400
+        summary = requests.get(f"{url}/monitoring", timeout=10).json()
+        assert summary["label_drift"]["status"] == "drift"
+        assert {feature["status"] for feature in summary["features"].values()} <= {"stable", "insufficient_data"}
+
     def test_bad_input_is_answered_with_problems_and_counted(self, service: tuple[str, ServiceProcess]) -> None:
         url, _ = service
         generator = LoadGenerator(

@@ -127,6 +127,7 @@ class TestBehaviourMatches:
             assert client.post("/predict", json={"instances": [row] * settings.max_batch}).status_code == 200
         busy = client.get("/monitoring").get_json()
         validator.validate(busy)
+        assert busy["label_drift"]["status"] == "insufficient_data" and busy["label_drift"]["labels"] == 0
         # 200 copies of one row: every numeric feature sits in one bin, far from training.
         assert busy["features"]["bmi"]["status"] == "drift"
         assert busy["features"]["bmi"]["test"]["p_value"] < 1e-6

@@ -135,6 +135,9 @@ class ReferenceProfile:
     slices: dict[str, SliceSpec]
     # The numeric features' PCA (multivariate drift); None in profiles written before it, or with < 2 such features.
     multivariate: ReconstructionReference | None = None
+    # The training target (label drift, against the ground truth /feedback joins): quantile bins for a regressor,
+    # the card's classes for a classifier; None in profiles written before it, or profiled without the target.
+    target: Distribution | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -145,6 +148,7 @@ class ReferenceProfile:
             "prediction": self.prediction.to_dict(),
             "slices": {name: spec.to_dict() for name, spec in self.slices.items()},
             "multivariate": None if self.multivariate is None else self.multivariate.to_dict(),
+            "target": None if self.target is None else self.target.to_dict(),
         }
 
     @classmethod
@@ -160,6 +164,7 @@ class ReferenceProfile:
             multivariate=None
             if data.get("multivariate") is None
             else ReconstructionReference.from_dict(data["multivariate"]),
+            target=None if data.get("target") is None else Distribution.from_dict(data["target"]),
         )
 
     def save(self, directory: Path) -> Path:
@@ -174,8 +179,11 @@ class ReferenceProfile:
         return cls.from_dict(json.loads((Path(directory) / PROFILE_FILE).read_text()))
 
 
-def build_profile(card: ModelCard, rows: np.ndarray, predictions: np.ndarray, *, bins: int = 10) -> ReferenceProfile:
-    """Profile training `rows` (n × features in card order) and the model's `predictions` on them."""
+def build_profile(
+    card: ModelCard, rows: np.ndarray, predictions: np.ndarray, *, targets: np.ndarray | None = None, bins: int = 10
+) -> ReferenceProfile:
+    """Profile training `rows` (n × features in card order), the model's `predictions` on them and, when given,
+    their `targets` (rows without a target are left out of the target's bins)."""
     features = {}
     for j, spec in enumerate(card.features):
         column = rows[:, j]
@@ -210,7 +218,18 @@ def build_profile(card: ModelCard, rows: np.ndarray, predictions: np.ndarray, *,
         prediction=prediction,
         slices=slices,
         multivariate=multivariate,
+        target=None if targets is None else _target(card, targets, bins),
     )
+
+
+def _target(card: ModelCard, targets: np.ndarray, bins: int) -> Distribution:
+    """The target's bins: a regressor's at its quantiles, as its predictions'; a classifier's over its classes,
+    as the card names them (a label the card does not know falls in no bin)."""
+    known = np.array([not _is_missing(value) for value in targets], dtype=bool)
+    if card.task == "classification":
+        labels = np.array([_class_label(value) for value in targets[known]], dtype=object)
+        return _categorical(labels, card.classes, has_missing=False, unseen=False)
+    return _numeric(targets[known].astype(np.float64), bins, has_missing=False)
 
 
 def _with_counts(distribution: Distribution, rows: int) -> Distribution:
@@ -219,6 +238,13 @@ def _with_counts(distribution: Distribution, rows: int) -> Distribution:
         return distribution
     counts = tuple(round(share * rows) for share in distribution.shares)
     return replace(distribution, counts=counts)
+
+
+def _class_label(value: Any) -> str:
+    """A target value as the card's class label: a whole float (2.0, from a CSV column with gaps) is "2"."""
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
 
 
 def slice_label(value: Any) -> str:

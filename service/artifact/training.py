@@ -94,7 +94,7 @@ def train(dataset: Dataset, *, output: Path, name: str | None = None, seed: int 
     os.replace(tmp, output / MODEL_FILE)
     card.save(output)
     rows = to_matrix(train_set.frame, features)
-    build_profile(card, rows, pipeline.predict(rows)).save(output)
+    build_profile(card, rows, pipeline.predict(rows), targets=train_set.target.to_numpy()).save(output)
     return card
 
 

@@ -7,6 +7,7 @@ attribute set is built once, at registration, and reused by every collection.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
@@ -143,7 +144,7 @@ class _Observations:
         if self._profile.multivariate is not None:
             self._register_multivariate(meter)
         if self._card.calibration_temperature is not None:
-            expected = self._readings.expected_correct
+            expected = _PairedReading(self._readings.expected_correct)
             meter.create_observable_counter(
                 "model.prediction.confidence.rows", [self._total_callback(expected, 0)], unit="{prediction}",
                 description="Predictions scored with calibrated probabilities (the denominator of CBPE).",
@@ -171,12 +172,13 @@ class _Observations:
                                      ("skewness", reference.error_skewness))
         ]  # fmt: skip
         rows = [Observation(reference.rows, self._common)]
+        totals = _PairedReading(self._readings.multivariate_totals)
         meter.create_observable_counter(
-            "model.multivariate.rows", [self._total_callback(self._readings.multivariate_totals, 0)], unit="{row}",
+            "model.multivariate.rows", [self._total_callback(totals, 0)], unit="{row}",
             description="Rows scored by the multivariate (PCA reconstruction) drift check.",
         )  # fmt: skip
         meter.create_observable_counter(
-            "model.multivariate.errors", [self._total_callback(self._readings.multivariate_totals, 1)], unit="{score}",
+            "model.multivariate.errors", [self._total_callback(totals, 1)], unit="{score}",
             description="Sum of the scored rows' squared PCA reconstruction errors.",
         )  # fmt: skip
         meter.create_observable_gauge(
@@ -196,11 +198,11 @@ class _Observations:
             description="The multivariate drift decision over the window: 1 for the current status, 0 for the others.",
         )  # fmt: skip
 
-    def _total_callback(self, read: Callable[[], tuple[int, float]], index: int) -> _Callback:
-        """One of the two totals `read` returns (a count, and the sum beside it), as one counter's observation."""
+    def _total_callback(self, pair: _PairedReading, index: int) -> _Callback:
+        """One of a pair's two totals (a count, and the sum beside it), as one counter's observation."""
 
         def callback(_options: CallbackOptions) -> Iterable[Observation]:
-            yield Observation(read()[index], self._common)
+            yield Observation(pair.value(index), self._common)
 
         return callback
 
@@ -324,6 +326,25 @@ class _Observations:
 
     def _training_callback(self, _options: CallbackOptions) -> Iterable[Observation]:
         yield Observation(self._card.training_duration_seconds, self._common)
+
+
+class _PairedReading:
+    """Two counters from one read (a count and the sum beside it), so a scrape never pairs a count with a sum
+    read a moment later: a counter's callback reads afresh only when it already used the last read, so within a
+    collection the second counter gets the first one's read."""
+
+    def __init__(self, read: Callable[[], tuple[int, float]]) -> None:
+        self._read = read
+        self._last: tuple[int, float] = (0, 0.0)
+        self._used: set[int] = {0, 1}
+        self._lock = threading.Lock()
+
+    def value(self, index: int) -> float:
+        with self._lock:
+            if index in self._used:
+                self._last, self._used = self._read(), set()
+            self._used.add(index)
+            return self._last[index]
 
 
 def _timestamp(iso: str) -> float:

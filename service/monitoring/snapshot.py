@@ -22,6 +22,7 @@ from service.monitoring.quality import QUALITY_REASONS
 __all__ = [
     "Decisions",
     "Scores",
+    "drift_entry",
     "families",
     "family_of",
     "multivariate_entry",
@@ -100,24 +101,24 @@ def summary(
     for column, segment in enumerate(layout.features):
         counts = quality[column].tolist()
         features[segment.name] = {
-            **_drift(segment, window, sizes[("feature", "")]),
+            **drift_entry(segment, window, sizes[("feature", "")]),
             "quality_issues": {reason: n for reason, n in zip(QUALITY_REASONS, counts, strict=True) if n},
         }
     slices: dict[str, dict[str, Any]] = {}
     for segment in layout.of_kind("slice"):
-        slices.setdefault(segment.name, {})[segment.value] = _drift(segment, window, family_of(segment, sizes))
+        slices.setdefault(segment.name, {})[segment.value] = drift_entry(segment, window, family_of(segment, sizes))
     return {
         "model": {"name": card.name, "version": card.version},
         "window": span,
         "rows_scored": scored,
         "rows_rejected": rejected,
         "features": features,
-        "prediction": _drift(layout.prediction, window, 1),
+        "prediction": drift_entry(layout.prediction, window, 1),
         "slices": slices,
     }
 
 
-def _drift(segment: Segment, window: np.ndarray, family: int) -> dict[str, Any]:
+def drift_entry(segment: Segment, window: np.ndarray, family: int) -> dict[str, Any]:
     """One segment's entry: its scores, the decision and the numbers behind it."""
     psi_value, js_value, rows = segment_scores(segment, window)
     decision = segment_decision(segment, window, family)

@@ -218,6 +218,7 @@ class LoadGenerator:
             request["bad"] = kind
             request["body"] = self._corrupt(kind, rows, source)
         request["feedback"] = "feedback" in scenarios and "bad" not in request
+        request["label_shift"] = progress * self.options.drift_shift if "label-drift" in scenarios else 0.0
         if "latency-spike" in scenarios and self._random.random() < self.options.spike_fraction:
             request["headers"]["X-Modellens-Fault"] = f"latency={self.options.spike_delay}"
             request["spike"] = True
@@ -269,18 +270,23 @@ class LoadGenerator:
                 for prediction_id, prediction, actual in zip(
                     body["prediction_ids"], body["predictions"], request["actuals"], strict=True
                 ):
-                    self._pending_feedback.append((due, prediction_id, self._label(prediction, actual)))
+                    label = self._label(prediction, actual, request["label_shift"])
+                    self._pending_feedback.append((due, prediction_id, label))
 
-    def _label(self, prediction: Any, actual: Any) -> Any:
-        """The ground truth to report: the dataset's target (or the prediction) with label noise."""
+    def _label(self, prediction: Any, actual: Any, shift: float = 0.0) -> Any:
+        """The ground truth to report: the dataset's target (or the prediction) with label noise, moved by `shift`
+        target standard deviations (a classifier: the first class with probability shift / 3)."""
         source = self.source
         assert source is not None
         if source.task == "classification":
             truth = actual if actual is not None else prediction
             if source.classes and self._random.random() < self.options.label_noise:
                 truth = self._random.choice(source.classes)
+            if source.classes and self._random.random() < shift / 3:
+                truth = source.classes[0]
             return str(truth)
         truth = float(actual if actual is not None else prediction)
+        truth += shift * source.target_std
         return truth + float(self._rng.normal(0, self.options.label_noise * max(abs(truth), 1.0)))
 
     def _flush_feedback(self, pool: ThreadPoolExecutor, now: float) -> None:

@@ -29,6 +29,7 @@ class RowSource:
             raise ValueError("the model has no bundled dataset and the service gave no reference profile")
         self._profile = profile
         self.std = self._stds()
+        self.target_std = self._target_std()  # the scale the label-drift scenario moves a regressor's target by
 
     def _load_bundled(self, name: str) -> None:
         from service.artifact.datasets import BUNDLED, load_bundled
@@ -49,6 +50,16 @@ class RowSource:
                 low, high = feature.get("min") or 0.0, feature.get("max") or 1.0
                 stds[feature["name"]] = (high - low) / 4 or 1.0
         return stds
+
+    def _target_std(self) -> float:
+        """The targets' standard deviation; without them, the profile's target (or prediction) bins' p10–p90
+        span over 2.56 (a normal distribution's)."""
+        if self._targets is not None and self.task == "regression":
+            return float(np.std(self._targets)) or 1.0
+        profile = self._profile or {}
+        bins = profile.get("target") or profile.get("prediction") or {}
+        edges = bins.get("edges") or []
+        return (edges[-1] - edges[0]) / 2.56 if len(edges) > 1 else 1.0
 
     def sample(self) -> tuple[dict[str, Any], Any]:
         """One row and its true target (None when unknown)."""

@@ -5,7 +5,9 @@ Scenarios (combine with `+` in a schedule, or `,` in `--scenario`):
 - drift: chosen features shift gradually, from 0 to `--drift-shift` standard deviations over the phase;
 - latency-spike: a share of requests asks the service (started with MODELLENS_FAULTS=1) to slow down;
 - bad-input: a share of malformed, mistyped and out-of-range rows;
-- feedback: delayed ground truth for earlier predictions, with label noise.
+- feedback: delayed ground truth for earlier predictions, with label noise;
+- label-drift (with feedback): the ground truth moves while the inputs stay put, from 0 to `--drift-shift` target
+  standard deviations over the phase (a classifier: the first class's labels grow to a share of drift-shift / 3).
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from dataclasses import dataclass
 
 __all__ = ["DEFAULT_SCHEDULE", "SCENARIOS", "Phase", "parse_scenarios", "parse_schedule"]
 
-SCENARIOS = ("steady", "drift", "latency-spike", "bad-input", "feedback")
+SCENARIOS = ("steady", "drift", "latency-spike", "bad-input", "feedback", "label-drift")
 # Shows every dashboard panel something within 10 minutes: baseline, drift, a latency incident, bad input.
 DEFAULT_SCHEDULE = (
     "steady+feedback:120,drift+feedback:180,latency-spike+feedback:120,bad-input+feedback:120,steady+feedback:60"

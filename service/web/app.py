@@ -20,6 +20,7 @@ from service.groundtruth.ids import split_prediction_id
 from service.groundtruth.metrics import FeedbackInstruments
 from service.groundtruth.store import PredictionLog, PredictionLogError, open_database
 from service.monitoring.instruments import ModelInstruments
+from service.monitoring.labels import LabelDrift
 from service.monitoring.monitor import ModelMonitor
 from service.monitoring.shadow import ShadowScorer
 from service.rehearsal.faults import FAULT_HEADER, FaultInjector, FaultPlan, InjectedFault
@@ -76,6 +77,7 @@ def create_app(
     shadow = _shadow(settings, model, challenger, meter, tracer, log)
     faults = _faults(settings, meter, tracer)
     feedback = _feedback(settings, card, meter, monitor) if log is not None else None
+    labels = _label_drift(settings, card, meter, monitor) if feedback is not None else None
 
     before_inference: list[Callable[..., None]] = []
     on_rejected: list[Callable[..., None]] = []
@@ -92,6 +94,7 @@ def create_app(
             sections.append(("shadow", shadow.summary))
         if feedback is not None:
             sections.append(("realized_performance", feedback.summary))
+            sections.append(("label_drift", labels.summary if labels is not None else _no_target(settings)))
         app.extensions[monitoring_routes.EXTENSION] = monitoring_routes.MonitoringState(monitor, tuple(sections))
         app.register_blueprint(monitoring_routes.blueprint)
     else:
@@ -101,7 +104,12 @@ def create_app(
         wait = settings.prediction_log_commit_wait if settings.prediction_log_durability == "commit" else None
         on_served.append(feedback_routes.PredictionRecorder(log, card, settings.slice_features, wait))
         app.extensions[feedback_routes.EXTENSION] = feedback_routes.FeedbackState(
-            card=card, tracer=tracer, max_batch=settings.max_batch, log=log, instruments=feedback
+            card=card,
+            tracer=tracer,
+            max_batch=settings.max_batch,
+            log=log,
+            instruments=feedback,
+            on_actuals=(labels.observe,) if labels is not None else (),
         )
         app.register_blueprint(feedback_routes.blueprint)
     else:
@@ -207,6 +215,21 @@ def _prediction_log(settings: Settings) -> PredictionLog | None:
 def _feedback(settings: Settings, card: Any, meter: Meter, monitor: ModelMonitor | None) -> FeedbackInstruments:
     known = {name: spec.values for name, spec in monitor.profile.slices.items()} if monitor is not None else {}
     return FeedbackInstruments(meter, card, settings.slice_features, known)
+
+
+def _label_drift(settings: Settings, card: Any, meter: Meter, monitor: ModelMonitor | None) -> LabelDrift | None:
+    target = monitor.profile.target if monitor is not None else None
+    return None if target is None else LabelDrift(meter, card, target, window=settings.label_window)
+
+
+def _no_target(settings: Settings) -> Callable[[], dict[str, Any]]:
+    """`label_drift` in `GET /monitoring` when the profile has no target distribution: why, and the fix."""
+    entry = {
+        "status": "insufficient_data",
+        "reason": "the reference profile has no target distribution: run `modellens profile --model "
+        f"{settings.model_dir} --data TRAINING.csv` with the target column in the CSV",
+    }
+    return lambda: entry
 
 
 def _shadow(

@@ -6,8 +6,9 @@ Registered only when the prediction log is on.
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import structlog
 from flask import Blueprint, Response, current_app, jsonify
@@ -82,6 +83,8 @@ class FeedbackState:
     max_batch: int
     log: PredictionLog
     instruments: FeedbackInstruments
+    # Called with every joined label's actual value, after the realized-performance counters (label drift).
+    on_actuals: tuple[Callable[[Sequence[Any]], None], ...] = ()
 
 
 @blueprint.post("/feedback")
@@ -102,6 +105,10 @@ def feedback() -> Response:
                 headers={"Retry-After": str(RETRY_AFTER)},
             ) from error
         state.instruments.record(result)
+        if result.joined:
+            actuals = [label.actual for label in result.joined]
+            for hook in state.on_actuals:
+                hook(actuals)
         span.set_attributes(
             {"feedback.joined": len(result.joined), "feedback.unknown": len(result.unknown_ids),
              "feedback.duplicate": len(result.duplicate_ids)}

@@ -324,6 +324,24 @@ def _monitoring_schema(card: ModelCard) -> dict[str, Any]:
                 "description": "A calibrated classifier's expected accuracy since start-up, from its own "
                 'probabilities (docs/metrics.md, "Performance without labels"); null otherwise.',
             },
+            "label_drift": {
+                "oneOf": [
+                    {
+                        "allOf": [drift],
+                        "required": ["window", "labels", "bins", "training_shares", "window_counts"],
+                        "properties": {
+                            "window": {"type": "object"},
+                            "labels": {"type": "integer", "minimum": 0},
+                            "bins": {"type": "array", "items": {"type": "string"}},
+                            "training_shares": {"type": "array", "items": {"type": "number"}},
+                            "window_counts": {"type": "array", "items": {"type": "integer", "minimum": 0}},
+                        },
+                    },
+                    _object({"status": {"const": "insufficient_data"}, "reason": {"type": "string"}}),
+                ],
+                "description": "With the prediction log on: the joined labels over MODELLENS_LABEL_WINDOW against "
+                'the training target (docs/metrics.md, "Label drift"); without a target in the profile, only why.',
+            },
             "multivariate": {
                 "oneOf": [{"type": "null"}, _multivariate_schema()],
                 "description": 'PCA reconstruction-error drift over the window (docs/metrics.md, "Multivariate '
