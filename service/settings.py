@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,6 +15,8 @@ __all__ = ["DURABILITY", "Settings", "SettingsError"]
 
 _PREFIX = "MODELLENS_"
 DURABILITY = ("commit", "buffered")  # MODELLENS_PREDICTION_LOG_DURABILITY
+# A window setting, as service.monitoring.window.parse_window reads it: checked here so a typo names its variable.
+_WINDOW = re.compile(r"^\s*([1-9][0-9]*)\s*(s|m|h|rows)\s*$")
 
 
 class SettingsError(ValueError):
@@ -98,6 +101,12 @@ class Settings:
             )
         if self.log_flush_seconds < 0:
             raise SettingsError(f"{_PREFIX}LOG_FLUSH_SECONDS must be 0 or more, got {self.log_flush_seconds}")
+        for name in ("drift_window", "label_window"):
+            if _WINDOW.match(getattr(self, name)) is None:
+                raise SettingsError(
+                    f"{_PREFIX}{name.upper()} must be a positive count of s, m, h or rows (e.g. 10m, 600s, 1h or "
+                    f"5000rows), got {getattr(self, name)!r}"
+                )
         if self.port > 65535:
             raise SettingsError(f"{_PREFIX}PORT must be at most 65535, got {self.port}")
 

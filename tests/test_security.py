@@ -66,6 +66,8 @@ class TestLimitsByDefault:
             ("MODELLENS_PREDICTION_LOG_COMMIT_WAIT", "0"),
             ("MODELLENS_PREDICTION_LOG_QUEUE", "0"),
             ("MODELLENS_LOG_FORMAT", "yaml"),
+            ("MODELLENS_DRIFT_WINDOW", "10 minutes"),
+            ("MODELLENS_LABEL_WINDOW", "0h"),
         ],
     )
     def test_bad_values_are_refused_by_name(self, variable: str, value: str) -> None:
