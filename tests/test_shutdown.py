@@ -108,7 +108,7 @@ def test_sigterm_under_load_loses_nothing(regression_model_dir: Path, tmp_path: 
         f"({acknowledged_before} before SIGTERM), {len(background.refused)} connection errors after it; "
         f"{len(slow.ok)}/{SLOW_REQUESTS} in-flight slow requests answered 200"
     )
-    assert exit_code == 0
+    assert exit_code == 0, service.output()[-4000:]
     assert not background.other and not slow.other, (background.other[:3], slow.other[:3])
     # Every request that was inside the service when SIGTERM arrived finished, with a 200.
     assert len(slow.ok) == SLOW_REQUESTS, (slow.refused, slow.other)

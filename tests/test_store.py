@@ -524,6 +524,30 @@ class TestSharedFile:
             first.close()
             second.close()
 
+    @pytest.mark.slow
+    def test_a_worker_starting_while_another_holds_the_file_locked_waits_its_turn(self, path: Path) -> None:
+        _open(path).close()
+        held = threading.Event()
+
+        def hold_the_write_lock() -> None:
+            with closing(sqlite3.connect(path, isolation_level=None)) as other:
+                other.execute("BEGIN EXCLUSIVE")
+                held.set()
+                time.sleep(SqliteDatabase.busy_timeout + 1)  # longer than one attempt waits
+                other.execute("COMMIT")
+
+        holder = threading.Thread(target=hold_the_write_lock)
+        holder.start()
+        assert held.wait(10)
+        try:
+            late = _open(path)  # a worker booting now: it boots once the lock is released, instead of failing
+        finally:
+            holder.join()
+        try:
+            assert late.stats().rows == 0
+        finally:
+            late.close()
+
 
 class TestThreadSafety:
     """Many request threads recording rows and shadows at once: every row and every shadow is written."""

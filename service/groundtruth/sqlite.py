@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import sqlite3
 import threading
+import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -57,6 +58,7 @@ _SELECT_REQUESTS = (
 _SELECT_LABELS = "SELECT prediction_id, actual, received_at FROM feedback WHERE prediction_id IN ({})"
 _BUSY_TIMEOUT = 5.0  # seconds the writer waits for another worker's write lock before it reports "locked"
 _READ_BUSY_TIMEOUT = 1.0  # the same for a request thread's join: past it, the client is told to retry
+_OPEN_ATTEMPTS = 3  # tries to open a busy file at start-up (each waits its busy timeout), 0.2 s, 0.4 s apart
 _IN_CHUNK = 500  # ids per `IN (...)` query, well under SQLite's bound-variable limit
 
 
@@ -76,9 +78,24 @@ class SqliteDatabase:
         return str(self.path)
 
     def open(self) -> sqlite3.Connection:
+        """The writer's connection, with the schema in place. A file another worker is writing to can answer
+        "locked" without waiting its busy timeout (switching to WAL, recovering the WAL index), so a starting
+        worker tries again for a few seconds rather than failing to boot and taking gunicorn down with it."""
+        for attempt in range(_OPEN_ATTEMPTS):
+            try:
+                return self._open()
+            except _Busy:
+                time.sleep(0.2 * (attempt + 1))
+        return self._open(retry=False)
+
+    def _open(self, *, retry: bool = True) -> sqlite3.Connection:
         try:
             _create_private(self.path)
             writing = _connect(self.path)
+        except sqlite3.OperationalError as error:
+            if retry and _is_busy(error):
+                raise _Busy from error
+            raise PredictionLogError(f"cannot open the prediction log {self.path}: {error}") from error
         except (OSError, sqlite3.Error) as error:
             raise PredictionLogError(f"cannot open the prediction log {self.path}: {error}") from error
         try:
@@ -90,6 +107,8 @@ class SqliteDatabase:
             self._reader = _connect(self.path, busy_timeout=_READ_BUSY_TIMEOUT)
         except sqlite3.Error as error:
             writing.close()
+            if retry and isinstance(error, sqlite3.OperationalError) and _is_busy(error):
+                raise _Busy from error
             raise PredictionLogError(f"cannot write the prediction log {self.path}: {error}") from error
         except BaseException:
             writing.close()
@@ -205,6 +224,15 @@ def _connect(path: Path, busy_timeout: float = _BUSY_TIMEOUT) -> sqlite3.Connect
         connection.close()
         raise
     return connection
+
+
+class _Busy(Exception):
+    """Opening found the file locked by another connection; `open` tries again."""
+
+
+def _is_busy(error: sqlite3.OperationalError) -> bool:
+    message = str(error).lower()
+    return "locked" in message or "busy" in message
 
 
 def _marks(chunk: Sequence[Any]) -> str:
