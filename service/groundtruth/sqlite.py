@@ -92,11 +92,9 @@ class SqliteDatabase:
         try:
             _create_private(self.path)
             writing = _connect(self.path)
-        except sqlite3.OperationalError as error:
+        except (OSError, sqlite3.Error) as error:
             if retry and _is_busy(error):
                 raise _Busy from error
-            raise PredictionLogError(f"cannot open the prediction log {self.path}: {error}") from error
-        except (OSError, sqlite3.Error) as error:
             raise PredictionLogError(f"cannot open the prediction log {self.path}: {error}") from error
         try:
             writing.executescript(f"BEGIN IMMEDIATE; {_SCHEMA} COMMIT;")
@@ -107,7 +105,7 @@ class SqliteDatabase:
             self._reader = _connect(self.path, busy_timeout=_READ_BUSY_TIMEOUT)
         except sqlite3.Error as error:
             writing.close()
-            if retry and isinstance(error, sqlite3.OperationalError) and _is_busy(error):
+            if retry and _is_busy(error):
                 raise _Busy from error
             raise PredictionLogError(f"cannot write the prediction log {self.path}: {error}") from error
         except BaseException:
@@ -230,9 +228,10 @@ class _Busy(Exception):
     """Opening found the file locked by another connection; `open` tries again."""
 
 
-def _is_busy(error: sqlite3.OperationalError) -> bool:
+def _is_busy(error: Exception) -> bool:
+    """SQLite's "database is locked" (or "busy"): another connection holds the lock."""
     message = str(error).lower()
-    return "locked" in message or "busy" in message
+    return isinstance(error, sqlite3.OperationalError) and ("locked" in message or "busy" in message)
 
 
 def _marks(chunk: Sequence[Any]) -> str:

@@ -24,6 +24,7 @@ from service.artifact.card import ModelCard
 from service.artifact.profile import Distribution
 from service.monitoring.drift import STATUSES, Decision, critical_value, min_rows
 from service.monitoring.layout import Segment
+from service.monitoring.observations import DriftCallbacks, register_drift_instruments
 from service.monitoring.snapshot import drift_entry, segment_decision, segment_scores
 from service.monitoring.window import parse_window
 
@@ -121,7 +122,7 @@ class LabelDrift:
             for count, item in zip(self.totals().tolist(), bins, strict=True):
                 yield Observation(count, item)
 
-        def scores(_options: CallbackOptions) -> Iterable[Observation]:
+        def drift_scores(_options: CallbackOptions) -> Iterable[Observation]:
             psi_value, js_value, decision = self.scores()
             if math.isfinite(psi_value):
                 yield Observation(psi_value, {**common, "method": "psi"})
@@ -134,32 +135,10 @@ class LabelDrift:
             for name in STATUSES:
                 yield Observation(int(current == name), {**common, "status": name})
 
-        meter.create_observable_counter(
-            "model.label.observations", [counts], unit="{label}",
-            description="Joined ground-truth labels per training-target bin (every bin exists from start-up).",
-        )  # fmt: skip
-        meter.create_observable_gauge(
-            "model.label.reference", [constant("reference")], unit="1",
-            description="Training share of each target bin (the reference distribution of the labels).",
-        )  # fmt: skip
-        meter.create_observable_gauge(
-            "model.label.reference.rows", [constant("rows")], unit="{row}",
-            description="Training rows in each target bin: the reference side of the label drift test.",
-        )  # fmt: skip
-        meter.create_observable_gauge(
-            "model.label.drift.critical_value", [constant("critical")], unit="{score}",
-            description="The chi2 statistic above which the labels' change is significant.",
-        )  # fmt: skip
-        meter.create_observable_gauge(
-            "model.label.drift.min_rows", [constant("min_rows")], unit="{label}",
-            description="Labels in a window the drift test needs; fewer read insufficient_data.",
-        )  # fmt: skip
-        meter.create_observable_gauge(
-            "model.label.drift.score", [scores], unit="{score}",
-            description="Label drift over the in-process window: method=psi, js or chi2 (once the window is large "
-            "enough).",
-        )  # fmt: skip
-        meter.create_observable_gauge(
-            "model.label.drift.status", [status],
-            description="The label drift decision over the window: 1 for the current status, 0 for the others.",
+        register_drift_instruments(
+            meter, "model.label", "{label}", "Joined ground-truth labels",
+            DriftCallbacks(
+                counts=counts, reference=constant("reference"), reference_rows=constant("rows"), score=drift_scores,
+                status=status, critical_value=constant("critical"), min_rows=constant("min_rows"),
+            ),
         )  # fmt: skip

@@ -11,7 +11,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 import numpy as np
 from opentelemetry.metrics import CallbackOptions, Meter, Observation
@@ -24,7 +24,7 @@ from service.monitoring.multivariate import MultivariateDecision
 from service.monitoring.quality import QUALITY_REASONS, REASONS_BY_TYPE
 from service.monitoring.snapshot import Decisions, Scores, families, family_of
 
-__all__ = ["Readings", "register_observations"]
+__all__ = ["DriftCallbacks", "Readings", "register_drift_instruments", "register_observations"]
 
 _Callback = Callable[[CallbackOptions], Iterable[Observation]]
 
@@ -65,6 +65,53 @@ class Readings(Protocol):
         ...
 
 
+class DriftCallbacks(NamedTuple):
+    """What one kind of segment's drift instruments read (`register_drift_instruments`)."""
+
+    counts: _Callback  # per bin since start-up
+    reference: _Callback  # the training share per bin
+    reference_rows: _Callback  # the training rows per bin
+    score: _Callback  # PSI, JS and chi2 over the window
+    status: _Callback  # the decision over the window, one series per status
+    critical_value: _Callback  # the test's constants
+    min_rows: _Callback
+
+
+def register_drift_instruments(meter: Meter, prefix: str, unit: str, counted: str, callbacks: DriftCallbacks) -> None:
+    """The instruments of one kind of drift-tested segment under `prefix` (features, predictions, slices, labels):
+    the bin counters (`counted` says what they count, `unit` in what), the reference, and the in-process decision
+    with the constants the recording rules test against."""
+    meter.create_observable_counter(
+        f"{prefix}.observations", [callbacks.counts], unit=unit,
+        description=f"{counted} per reference bin (every bin exists from start-up).",
+    )  # fmt: skip
+    meter.create_observable_gauge(
+        f"{prefix}.reference", [callbacks.reference], unit="1",
+        description="Training share of each bin (the reference distribution).",
+    )  # fmt: skip
+    meter.create_observable_gauge(
+        f"{prefix}.reference.rows", [callbacks.reference_rows], unit="{row}",
+        description="Training rows in each bin: the reference side of the drift test.",
+    )  # fmt: skip
+    meter.create_observable_gauge(
+        f"{prefix}.drift.score", [callbacks.score], unit="{score}",
+        description="Drift over the in-process sliding window: method=psi, js (Jensen-Shannon distance) "
+        "or chi2 (the test statistic, when the window is large enough).",
+    )  # fmt: skip
+    meter.create_observable_gauge(
+        f"{prefix}.drift.status", [callbacks.status],
+        description="The drift decision over the window: 1 for the current status, 0 for the others.",
+    )  # fmt: skip
+    meter.create_observable_gauge(
+        f"{prefix}.drift.critical_value", [callbacks.critical_value], unit="{score}",
+        description="The chi2 statistic above which the window's change is significant (Bonferroni-corrected).",
+    )  # fmt: skip
+    meter.create_observable_gauge(
+        f"{prefix}.drift.min_rows", [callbacks.min_rows], unit="{row}",
+        description="Window rows the drift test needs; fewer read insufficient_data.",
+    )  # fmt: skip
+
+
 def register_observations(
     meter: Meter, card: ModelCard, profile: ReferenceProfile, layout: BinLayout, readings: Readings
 ) -> None:
@@ -98,35 +145,14 @@ class _Observations:
     def register(self, meter: Meter) -> None:
         for kind, prefix in (("feature", "model.feature"), ("prediction", "model.prediction"),
                              ("slice", "model.slice.prediction")):  # fmt: skip
-            unit = "{row}" if kind == "feature" else "{prediction}"
-            meter.create_observable_counter(
-                f"{prefix}.observations", [self._counts_callback(kind)], unit=unit,
-                description=f"Scored {kind} values per reference bin (every bin exists from start-up).",
-            )  # fmt: skip
-            meter.create_observable_gauge(
-                f"{prefix}.reference", [self._reference_callback(kind)], unit="1",
-                description="Training share of each bin (the reference distribution).",
-            )  # fmt: skip
-            meter.create_observable_gauge(
-                f"{prefix}.reference.rows", [self._reference_rows_callback(kind)], unit="{row}",
-                description="Training rows in each bin: the reference side of the drift test.",
-            )  # fmt: skip
-            meter.create_observable_gauge(
-                f"{prefix}.drift.score", [self._drift_callback(kind)], unit="{score}",
-                description="Drift over the in-process sliding window: method=psi, js (Jensen-Shannon distance) "
-                "or chi2 (the test statistic, when the window is large enough).",
-            )  # fmt: skip
-            meter.create_observable_gauge(
-                f"{prefix}.drift.status", [self._status_callback(kind)],
-                description="The drift decision over the window: 1 for the current status, 0 for the others.",
-            )  # fmt: skip
-            meter.create_observable_gauge(
-                f"{prefix}.drift.critical_value", [self._limit_callback(kind, "critical")], unit="{score}",
-                description="The chi2 statistic above which the window's change is significant (Bonferroni-corrected).",
-            )  # fmt: skip
-            meter.create_observable_gauge(
-                f"{prefix}.drift.min_rows", [self._limit_callback(kind, "rows")], unit="{row}",
-                description="Window rows the drift test needs; fewer read insufficient_data.",
+            register_drift_instruments(
+                meter, prefix, "{row}" if kind == "feature" else "{prediction}", f"Scored {kind} values",
+                DriftCallbacks(
+                    counts=self._counts_callback(kind), reference=self._reference_callback(kind),
+                    reference_rows=self._reference_rows_callback(kind), score=self._drift_callback(kind),
+                    status=self._status_callback(kind), critical_value=self._limit_callback(kind, "critical"),
+                    min_rows=self._limit_callback(kind, "rows"),
+                ),
             )  # fmt: skip
         meter.create_observable_counter(
             "model.data_quality.issues", [self._quality_callback], unit="{issue}",
